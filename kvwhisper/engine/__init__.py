@@ -1,0 +1,22 @@
+"""The engine: model, weights, KV cache, decoding (and, built on them, long-form transcription)."""
+
+from .checkpoints import ModelLoadError
+from .decoding import DecodingOptions, DecodingResult, DecodingTask, decode, detect_language
+from .kv_cache import CACHE_MODES, KVCache
+from .load import available_models, load_model
+from .model import ModelDims, Whisper
+
+__all__ = [
+    "CACHE_MODES",
+    "DecodingOptions",
+    "DecodingResult",
+    "DecodingTask",
+    "KVCache",
+    "ModelDims",
+    "ModelLoadError",
+    "Whisper",
+    "available_models",
+    "decode",
+    "detect_language",
+    "load_model",
+]

@@ -1,0 +1,148 @@
+"""Next-token choosers (greedy / sampling, beam search) and the final ranking, with the reference's semantics.
+
+A chooser takes the processed logits of a step and returns the extended token rows, plus, for beam search, the
+source row of each new row: the decode loop reorders the KV cache with it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.distributions import Categorical
+
+
+class GreedyChooser:
+    """argmax at temperature 0, else a sample from softmax(logits / T); finished rows keep emitting eot."""
+
+    def __init__(self, temperature: float, eot: int):
+        self.temperature = temperature
+        self.eot = eot
+
+    def reset(self, n_audio: int) -> None:
+        pass
+
+    def update(
+        self, tokens: Tensor, logits: Tensor, sum_logprobs: Tensor, force: Tensor | None = None
+    ) -> tuple[Tensor, Tensor | None, Tensor]:
+        """tokens (B, T), logits (B, V), sum_logprobs (B,) updated in place.
+
+        Returns tokens (B, T + 1), None (rows keep their order), completed (0-dim bool tensor).
+        """
+        if force is not None:
+            next_tokens = force
+        elif self.temperature == 0:
+            next_tokens = logits.argmax(dim=-1)
+        else:
+            next_tokens = Categorical(logits=logits / self.temperature).sample()
+        logprobs = F.log_softmax(logits.float(), dim=-1)
+        current = logprobs.gather(1, next_tokens[:, None]).squeeze(1)
+        running = tokens[:, -1] != self.eot
+        sum_logprobs += current * running
+        next_tokens = torch.where(running, next_tokens, self.eot)
+        tokens = torch.cat([tokens, next_tokens[:, None]], dim=-1)
+        return tokens, None, (next_tokens == self.eot).all()
+
+    def finalize(self, tokens: Tensor, sum_logprobs: Tensor) -> tuple[list[list[Tensor]], list[list[float]]]:
+        """tokens (n_audio, n_group, T) -> candidates per audio, each ending in eot, and their log-probs."""
+        tokens = F.pad(tokens, (0, 1), value=self.eot)
+        return [list(group) for group in tokens.cpu()], sum_logprobs.cpu().tolist()
+
+
+class BeamSearchChooser:
+    """Beam search as the reference does it, vectorized over beams and windows.
+
+    Each beam proposes its beam_size + 1 best continuations; per window, the best candidates that do not end in
+    eot become the new beams, and those ending in eot (ranked above the cut) are kept as finished sequences
+    until `max_candidates` = round(beam_size * patience) are finished.
+    """
+
+    def __init__(self, beam_size: int, eot: int, patience: float | None = None):
+        self.beam_size = beam_size
+        self.eot = eot
+        self.patience = patience or 1.0
+        self.max_candidates = round(beam_size * self.patience)
+        if self.max_candidates <= 0:
+            raise ValueError(f"invalid beam size ({beam_size}) or patience ({patience})")
+        self.finished: list[dict[tuple[int, ...], float]] = []
+
+    def reset(self, n_audio: int) -> None:
+        self.finished = [{} for _ in range(n_audio)]
+
+    def update(
+        self, tokens: Tensor, logits: Tensor, sum_logprobs: Tensor, force: Tensor | None = None
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """tokens (N*K, T), logits (N*K, V), sum_logprobs (N*K,) replaced in place by the new beams' scores.
+
+        Returns the new rows (N*K, T + 1), their source rows (N*K,), and completed (0-dim bool tensor).
+        """
+        if force is not None:
+            raise ValueError("forcing a token is only supported without beam search")
+        K = self.beam_size
+        B, T = tokens.shape
+        N = B // K
+        logprobs = F.log_softmax(logits.float(), dim=-1)
+        top_logprobs, top_tokens = logprobs.topk(K + 1)  # (B, K+1)
+        scores = (sum_logprobs[:, None] + top_logprobs).view(N, K * (K + 1))
+        candidates = top_tokens.view(N, K * (K + 1))
+        sources = torch.arange(B, device=tokens.device).repeat_interleave(K + 1).view(N, K * (K + 1))
+        # a beam identical to an earlier one of its window (all of them, at the first step) proposes the same
+        # sequences again: the reference's dict keeps one copy, so only the first beam's proposals count
+        valid = ~_duplicate_rows(tokens.view(N, K, T)).repeat_interleave(K + 1, dim=1)
+        order = scores.masked_fill(~valid, float("-inf")).argsort(dim=1, descending=True, stable=True)
+        scores, candidates = scores.gather(1, order), candidates.gather(1, order)
+        sources, valid = sources.gather(1, order), valid.gather(1, order)
+        is_eot = candidates == self.eot
+        live = valid & ~is_eot
+        live_rank = live.cumsum(dim=1)  # live candidates up to and including this one
+        keep = live & (live_rank <= K)  # exactly K per window
+        newly_finished = valid & is_eot & (live_rank < K)  # visited before the K-th beam was filled
+        source_rows = sources[keep]  # (N*K,) in score order, window by window
+        sum_logprobs.copy_(scores[keep])
+        new_tokens = torch.cat([tokens[source_rows], candidates[keep][:, None]], dim=-1)
+        if newly_finished.any():
+            self._record_finished(tokens, newly_finished, scores, sources)
+        completed = all(len(f) >= self.max_candidates for f in self.finished)
+        return new_tokens, source_rows, torch.tensor(completed)
+
+    def _record_finished(self, tokens: Tensor, finished: Tensor, scores: Tensor, sources: Tensor) -> None:
+        """Keep the finished sequences of each window, best first, up to max_candidates."""
+        rows, cols = finished.nonzero(as_tuple=True)
+        for window, source, score in zip(rows.tolist(), sources[rows, cols].tolist(), scores[rows, cols].tolist()):
+            kept = self.finished[window]
+            if len(kept) < self.max_candidates:
+                kept[tuple(tokens[source].tolist()) + (self.eot,)] = score
+
+    def finalize(self, tokens: Tensor, sum_logprobs: Tensor) -> tuple[list[list[Tensor]], list[list[float]]]:
+        """Top up windows with fewer than beam_size finished sequences from the live beams, best first."""
+        sum_logprobs = sum_logprobs.cpu()
+        for i, sequences in enumerate(self.finished):
+            if len(sequences) < self.beam_size:
+                for j in list(np.argsort(sum_logprobs[i].numpy()))[::-1]:
+                    sequence = tuple(tokens[i, j].tolist()) + (self.eot,)
+                    sequences[sequence] = sum_logprobs[i][j].item()
+                    if len(sequences) >= self.beam_size:
+                        break
+        candidates = [[torch.tensor(seq) for seq in sequences] for sequences in self.finished]
+        return candidates, [list(sequences.values()) for sequences in self.finished]
+
+
+def _duplicate_rows(rows: Tensor) -> Tensor:
+    """rows (N, K, T) -> (N, K) bool: True where a row equals an earlier row of the same window."""
+    K = rows.shape[1]
+    same = (rows[:, :, None, :] == rows[:, None, :, :]).all(dim=-1)  # (N, K, K)
+    earlier = torch.ones(K, K, dtype=torch.bool, device=rows.device).tril(diagonal=-1)
+    return (same & earlier).any(dim=-1)
+
+
+def rank_candidates(tokens: list[list[Tensor]], sum_logprobs: list[list[float]], length_penalty: float | None):
+    """Index of the best candidate per window: log-prob / length, or / ((5 + length) / 6) ** alpha (Google NMT)."""
+
+    def score(logprob: float, length: int) -> float:
+        penalty = length if length_penalty is None else ((5 + length) / 6) ** length_penalty
+        return logprob / penalty
+
+    return [
+        int(np.argmax([score(lp, len(t)) for lp, t in zip(lps, group)])) for lps, group in zip(sum_logprobs, tokens)
+    ]

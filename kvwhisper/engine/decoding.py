@@ -1,0 +1,377 @@
+"""Decoding 30-second windows: options, results, and the KV-cached decode loop.
+
+The loop, per step (`DecodingTask.step`):
+1. decoder forward on the tokens the cache does not hold yet (all of them on the first step, then one);
+2. no-speech probability at <|startoftranscript|> (first step only);
+3. each logits processor edits the next-token logits;
+4. the chooser picks the next token (greedy / sampling / beam search); beams reorder the cache;
+5. stop when every row ended (eot), or the sample length or context is reached.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..audio import CHUNK_LENGTH
+from .choosers import BeamSearchChooser, GreedyChooser, rank_candidates
+from .kv_cache import CACHE_MODES, KVCache
+from .logits import ApplyTimestampRules, LogitsProcessor, SuppressBlank, SuppressTokens
+
+if TYPE_CHECKING:
+    from ..tokenizer import Tokenizer
+    from .model import Whisper
+
+TASKS = ("transcribe", "translate", "lang_id")
+
+
+@dataclass(frozen=True)
+class DecodingOptions:
+    # "transcribe" (X -> X) or "translate" (X -> English); "lang_id" only detects the language
+    task: str = "transcribe"
+    # language spoken in the audio; detected from the first window when None (multilingual models)
+    language: str | None = None
+    # 0 = greedy; > 0 samples from softmax(logits / temperature)
+    temperature: float = 0.0
+    # maximum number of tokens to sample (default: half the decoder context, 224)
+    sample_len: int | None = None
+    # independent samples to draw when temperature > 0; the best one (by ranking) is returned
+    best_of: int | None = None
+    # beams in beam search (temperature 0)
+    beam_size: int | None = None
+    # beam search patience (arxiv:2204.05424): stop after round(beam_size * patience) finished candidates
+    patience: float | None = None
+    # ranking of finished candidates: None = log-prob / length; alpha in [0, 1] = Google NMT length penalty
+    length_penalty: float | None = None
+    # previous context, fed after <|startofprev|> (text or token ids; the last 223 tokens are kept)
+    prompt: str | list[int] | None = None
+    # forced beginning of the current transcript (text or token ids)
+    prefix: str | list[int] | None = None
+    # token ids to suppress ("-1" = the non-speech symbols), as a comma-separated string or a list
+    suppress_tokens: str | list[int] | None = "-1"
+    # forbid a blank or end-of-text as the first sampled token
+    suppress_blank: bool = True
+    # decode text only, with <|notimestamps|>
+    without_timestamps: bool = False
+    # the first timestamp is at most this many seconds into the window
+    max_initial_timestamp: float | None = 1.0
+    # accepted for compatibility with openai-whisper: precision is the model's dtype, chosen at load_model
+    fp16: bool = True
+    # "full" (default), "self_only" (cross K/V recomputed each step) or "none" (everything recomputed)
+    kv_cache: str = "full"
+
+
+@dataclass(frozen=True)
+class DecodingResult:
+    audio_features: Tensor  # (n_audio_ctx, n_audio_state) of this window
+    language: str
+    language_probs: dict[str, float] | None = None
+    tokens: list[int] = field(default_factory=list)  # sampled tokens, without the initial tokens and eot
+    text: str = ""
+    avg_logprob: float = np.nan  # sum of log-probs / (tokens + 1)
+    no_speech_prob: float = np.nan  # P(<|nospeech|>) at <|startoftranscript|>
+    temperature: float = np.nan
+    compression_ratio: float = np.nan  # of the text under zlib; high values mean repetition
+
+    def to_dict(self) -> dict:
+        return {
+            "language": self.language,
+            "language_probs": self.language_probs,
+            "tokens": list(self.tokens),
+            "text": self.text,
+            "avg_logprob": self.avg_logprob,
+            "no_speech_prob": self.no_speech_prob,
+            "temperature": self.temperature,
+            "compression_ratio": self.compression_ratio,
+        }
+
+
+def compression_ratio(text: str) -> float:
+    data = text.encode("utf-8")
+    return len(data) / len(zlib.compress(data))
+
+
+def verify_options(options: DecodingOptions, model: Whisper) -> DecodingOptions:
+    """The one place options are checked; a ValueError says what is wrong."""
+    if options.task not in TASKS:
+        raise ValueError(f"task must be one of {TASKS}, not {options.task!r}")
+    if options.kv_cache not in CACHE_MODES:
+        raise ValueError(f"kv_cache must be one of {CACHE_MODES}, not {options.kv_cache!r}")
+    if options.temperature < 0:
+        raise ValueError("temperature must be >= 0")
+    if options.beam_size is not None and options.best_of is not None:
+        raise ValueError("beam_size and best_of can't be given together")
+    if options.temperature == 0 and options.best_of is not None:
+        raise ValueError("best_of with greedy sampling (T=0) is not compatible")
+    if options.beam_size is not None and options.beam_size < 1 or options.best_of is not None and options.best_of < 1:
+        raise ValueError("beam_size and best_of must be >= 1")
+    if options.patience is not None and options.beam_size is None:
+        raise ValueError("patience requires beam_size to be given")
+    if options.length_penalty is not None and not 0 <= options.length_penalty <= 1:
+        raise ValueError("length_penalty (alpha) should be a value between 0 and 1")
+    if options.sample_len is not None and not 1 <= options.sample_len <= model.dims.n_text_ctx:
+        raise ValueError(f"sample_len must be in 1..{model.dims.n_text_ctx}")
+    if options.language is not None and model.is_multilingual:
+        model.tokenizer.to_language_token(options.language)  # raises ValueError for an unknown language
+    return options
+
+
+def task_tokenizer(model: Whisper, language: str | None, task: str) -> Tokenizer:
+    """The model's tokenizer set for (language, task); English-only models have neither."""
+    if not model.is_multilingual:
+        return model.tokenizer
+    return model.tokenizer.with_options(language=language or "en", task="transcribe" if task == "lang_id" else task)
+
+
+@torch.no_grad()
+def detect_language(model: Whisper, mel_or_features: Tensor, tokenizer: Tokenizer | None = None):
+    """Language token and per-language probabilities from the logits after <|startoftranscript|>.
+
+    mel (N, n_mels, 3000) or audio features (N, n_audio_ctx, n_audio_state), or one of them without N.
+    Returns (tokens (N,), [ {code: prob} ] * N), or a single token / dict for a single input.
+    """
+    if not model.is_multilingual:
+        raise ValueError("this model is English-only: it has no language tokens to detect a language with")
+    tokenizer = tokenizer or task_tokenizer(model, None, "transcribe")
+    single = mel_or_features.ndim == 2
+    x = mel_or_features[None] if single else mel_or_features
+    features = x if x.shape[-2:] == (model.dims.n_audio_ctx, model.dims.n_audio_state) else model.embed_audio(x)
+    features = features.to(model.device, model.dtype)
+    cache = model.new_cache(features.shape[0], 1)
+    model.fill_cross(cache, features)
+    sot = torch.full((features.shape[0], 1), tokenizer.sot, device=model.device)
+    logits = model.decoder(sot, cache)[0][:, 0]  # (N, V)
+    language_ids = torch.tensor(tokenizer.all_language_tokens, device=logits.device)
+    mask = torch.ones(logits.shape[-1], dtype=torch.bool, device=logits.device)
+    mask[language_ids] = False
+    logits = logits.masked_fill(mask, float("-inf"))
+    tokens = logits.argmax(dim=-1)
+    probs = logits.softmax(dim=-1)[:, language_ids].cpu().tolist()
+    dicts = [dict(zip(tokenizer.all_language_codes, row)) for row in probs]
+    return (tokens[0], dicts[0]) if single else (tokens, dicts)
+
+
+class DecoderRunner:
+    """Feeds the decoder according to the cache mode and keeps the KV cache; counts what it fed."""
+
+    def __init__(self, model: Whisper, audio_features: Tensor, batch: int, capacity: int, mode: str = "full"):
+        self.model, self.audio_features, self.mode = model, audio_features, mode
+        self.cache: KVCache = model.new_cache(batch, capacity)
+        if mode == "full":
+            model.fill_cross(self.cache, audio_features)
+        self.fed_last = 0  # tokens fed at the last call (per row)
+
+    def logits(self, tokens: Tensor, last_only: bool = False, want_qk: bool = False):
+        """tokens (B, T): every token so far. Returns logits (B, T_fed, V) for the tokens fed, and qk scores."""
+        if self.mode == "none":
+            self.cache.reset()
+        if self.mode != "full":
+            self.model.fill_cross(self.cache, self.audio_features)
+        new = tokens[:, self.cache.position :]
+        self.fed_last = new.shape[1]
+        return self.model.decoder(new, self.cache, last_only=last_only, want_qk=want_qk)
+
+    def reorder(self, source_rows: Tensor) -> None:
+        if self.mode != "none":
+            self.cache.reorder(source_rows)
+
+
+@dataclass
+class DecodeState:
+    """What one decode of a batch of windows carries from step to step."""
+
+    tokens: Tensor  # (B, T) all tokens so far, B = n_audio * n_group
+    sum_logprobs: Tensor  # (B,)
+    runner: DecoderRunner
+    no_speech_probs: Tensor | None = None  # (B,)
+    step: int = 0
+    completed: bool = False
+
+
+@dataclass
+class StepOutput:
+    """What a step did (for inspection; the decode loop itself only needs the state)."""
+
+    fed: int  # tokens fed to the decoder per row
+    raw_logits: Tensor | None  # (B, V) before the processors, when inspected
+    logits: Tensor  # (B, V) after the processors
+    source_rows: Tensor | None  # (B,) beam search: the row each new row continues
+    processor_masks: dict[str, Tensor]  # name -> (B, V) bool newly suppressed by that processor, when inspected
+    cross_qk: list[Tensor] | None  # per layer (B, H, T_fed, S), when asked
+
+
+class DecodingTask:
+    """Decodes a batch of windows with one set of options (the reference's structure, an explicit cache)."""
+
+    def __init__(self, model: Whisper, options: DecodingOptions):
+        self.model = model
+        self.options = verify_options(options, model)
+        self.tokenizer = task_tokenizer(model, options.language, options.task)
+        self.n_group = options.beam_size or options.best_of or 1
+        self.n_ctx = model.dims.n_text_ctx
+        self.sample_len = options.sample_len or self.n_ctx // 2
+        tok = self.tokenizer
+        self.sot_sequence = tok.sot_sequence_including_notimestamps if options.without_timestamps else tok.sot_sequence
+        self.initial_tokens = self._initial_tokens()
+        self.sample_begin = len(self.initial_tokens)
+        self.sot_index = self.initial_tokens.index(tok.sot)
+        self.processors = self._processors()
+        if options.beam_size is not None:
+            self.chooser = BeamSearchChooser(options.beam_size, tok.eot, options.patience)
+        else:
+            self.chooser = GreedyChooser(options.temperature, tok.eot)
+
+    def _initial_tokens(self) -> tuple[int, ...]:
+        tok, opts = self.tokenizer, self.options
+        tokens = list(self.sot_sequence)
+        if prefix := opts.prefix:
+            prefix_tokens = tok.encode(" " + prefix.strip()) if isinstance(prefix, str) else list(prefix)
+            # as the reference: with the default sample_len this is [-0:], i.e. the whole prefix
+            max_prefix_len = self.n_ctx // 2 - self.sample_len
+            tokens += prefix_tokens[-max_prefix_len:]
+        if prompt := opts.prompt:
+            prompt_tokens = tok.encode(" " + prompt.strip()) if isinstance(prompt, str) else list(prompt)
+            tokens = [tok.sot_prev] + prompt_tokens[-(self.n_ctx // 2 - 1) :] + tokens
+        return tuple(tokens)
+
+    def suppress_tokens(self) -> list[int]:
+        tok, suppress = self.tokenizer, self.options.suppress_tokens
+        if isinstance(suppress, str):
+            suppress = [int(t) for t in suppress.split(",") if t.strip()]
+        suppress = list(suppress or [])
+        if -1 in suppress:
+            suppress = [t for t in suppress if t >= 0] + list(tok.non_speech_tokens)
+        suppress += [tok.transcribe, tok.translate, tok.sot, tok.sot_prev, tok.sot_lm]
+        if tok.no_speech is not None:
+            suppress.append(tok.no_speech)
+        return sorted(set(suppress))
+
+    def _processors(self) -> list[LogitsProcessor]:
+        tok, opts = self.tokenizer, self.options
+        processors: list[LogitsProcessor] = []
+        if opts.suppress_blank:
+            processors.append(SuppressBlank(tok.encode(" ") + [tok.eot], self.sample_begin))
+        if opts.suppress_tokens:
+            processors.append(SuppressTokens(self.suppress_tokens(), self.model.dims.n_vocab))
+        if not opts.without_timestamps:
+            precision = CHUNK_LENGTH / self.model.dims.n_audio_ctx  # 0.02 s per timestamp step
+            max_initial = None
+            if opts.max_initial_timestamp:
+                max_initial = round(opts.max_initial_timestamp / precision)
+            processors.append(
+                ApplyTimestampRules(tok.timestamp_begin, tok.eot, tok.no_timestamps, self.sample_begin, max_initial)
+            )
+        return processors
+
+    # -- the pieces of a decode ----------------------------------------------------------------------------
+    def audio_features(self, mel: Tensor) -> Tensor:
+        """mel (N, n_mels, 3000) or already-encoded features (N, n_audio_ctx, n_audio_state)."""
+        d = self.model.dims
+        if mel.shape[-2:] == (d.n_audio_ctx, d.n_audio_state):
+            return mel.to(self.model.device, self.model.dtype)
+        return self.model.embed_audio(mel)
+
+    def languages(self, audio_features: Tensor, tokens: Tensor) -> tuple[list[str], list[dict] | None]:
+        """The language of each window; detected (and written after <|startoftranscript|>) when not given."""
+        n_audio = audio_features.shape[0]
+        if not self.model.is_multilingual:
+            return ["en"] * n_audio, None
+        if self.options.language is not None and self.options.task != "lang_id":
+            return [self.options.language] * n_audio, None
+        lang_tokens, lang_probs = detect_language(self.model, audio_features, self.tokenizer)
+        if self.options.language is None:
+            tokens[:, self.sot_index + 1] = lang_tokens
+        languages = [max(p, key=p.get) for p in lang_probs]
+        return (languages if self.options.language is None else [self.options.language] * n_audio), lang_probs
+
+    def start(self, audio_features: Tensor, tokens: Tensor) -> DecodeState:
+        """The state before the first step: rows repeated per group, a fresh cache."""
+        tokens = tokens.repeat_interleave(self.n_group, dim=0).to(audio_features.device)
+        capacity = min(self.n_ctx, tokens.shape[1] + self.sample_len)
+        runner = DecoderRunner(self.model, audio_features, tokens.shape[0], capacity, self.options.kv_cache)
+        self.chooser.reset(audio_features.shape[0])
+        sum_logprobs = torch.zeros(tokens.shape[0], device=audio_features.device)
+        return DecodeState(tokens, sum_logprobs, runner)
+
+    def step(self, state: DecodeState, force: Tensor | None = None, inspect: bool = False, want_qk: bool = False):
+        """One decode step (see the module docstring); returns a StepOutput."""
+        last_only = state.step > 0 and self.options.kv_cache == "none"
+        logits, qk = state.runner.logits(state.tokens, last_only=last_only, want_qk=want_qk)  # 1.
+        if state.step == 0 and self.tokenizer.no_speech is not None:  # 2.
+            state.no_speech_probs = logits[:, self.sot_index].softmax(dim=-1)[:, self.tokenizer.no_speech]
+        logits = logits[:, -1]
+        raw = logits.clone() if inspect else None
+        masks = {}
+        for processor in self.processors:  # 3.
+            before = logits.isinf() if inspect else None
+            processor.apply(logits, state.tokens)
+            if inspect:
+                masks[processor.name] = logits.isinf() & ~before
+        tokens, sources, completed = self.chooser.update(state.tokens, logits, state.sum_logprobs, force)  # 4.
+        if sources is not None:
+            state.runner.reorder(sources)
+        state.tokens, state.step = tokens, state.step + 1
+        state.completed = bool(completed) or tokens.shape[-1] > self.n_ctx or state.step >= self.sample_len  # 5.
+        return StepOutput(state.runner.fed_last, raw, logits, sources, masks, qk)
+
+    def finish(self, state: DecodeState, audio_features: Tensor, languages, language_probs) -> list[DecodingResult]:
+        """Rank the candidates of each window and build the results."""
+        tok, n_audio = self.tokenizer, audio_features.shape[0]
+        tokens = state.tokens.reshape(n_audio, self.n_group, -1)
+        sum_logprobs = state.sum_logprobs.reshape(n_audio, self.n_group)
+        candidates, logprobs = self.chooser.finalize(tokens, sum_logprobs)
+        candidates = [[t[self.sample_begin : int((t == tok.eot).nonzero()[0, 0])] for t in s] for s in candidates]
+        selected = rank_candidates(candidates, logprobs, self.options.length_penalty)
+        no_speech = state.no_speech_probs
+        no_speech = no_speech[:: self.n_group].tolist() if no_speech is not None else [np.nan] * n_audio
+        results = []
+        for i in range(n_audio):
+            chosen = candidates[i][selected[i]].tolist()
+            text = tok.decode(chosen).strip()
+            results.append(
+                DecodingResult(
+                    audio_features=audio_features[i],
+                    language=languages[i],
+                    language_probs=language_probs[i] if language_probs else None,
+                    tokens=chosen,
+                    text=text,
+                    avg_logprob=logprobs[i][selected[i]] / (len(chosen) + 1),
+                    no_speech_prob=no_speech[i],
+                    temperature=self.options.temperature,
+                    compression_ratio=compression_ratio(text),
+                )
+            )
+        return results
+
+    @torch.no_grad()
+    def run(self, mel: Tensor) -> list[DecodingResult]:
+        audio_features = self.audio_features(mel)  # encoder: once per window
+        n_audio = audio_features.shape[0]
+        tokens = torch.tensor([self.initial_tokens]).repeat(n_audio, 1)
+        languages, language_probs = self.languages(audio_features, tokens)
+        if self.options.task == "lang_id":
+            return [
+                DecodingResult(audio_features=f, language=lang, language_probs=p)
+                for f, lang, p in zip(audio_features, languages, language_probs)
+            ]
+        state = self.start(audio_features, tokens)
+        while not state.completed:
+            self.step(state)
+        return self.finish(state, audio_features, languages, language_probs)
+
+
+@torch.no_grad()
+def decode(model: Whisper, mel: Tensor, options: DecodingOptions | None = None, **kwargs):
+    """Decode 30-second window(s): mel (n_mels, 3000) -> DecodingResult, or (N, n_mels, 3000) -> list of N.
+
+    Options may be given as a DecodingOptions and/or as keyword arguments overriding its fields.
+    """
+    options = replace(options or DecodingOptions(), **kwargs)
+    single = mel.ndim == 2
+    results = DecodingTask(model, options).run(mel[None] if single else mel)
+    return results[0] if single else results

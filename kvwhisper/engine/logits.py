@@ -1,0 +1,118 @@
+"""Logits processors, applied in the reference's order: suppress blank, suppress tokens, timestamp rules.
+
+Each one edits next-token logits (B, V) in place given all tokens so far (B, T) (prompt, start-of-transcript
+sequence and prefix included). They are vectorized across the batch: masks are built with tensor ops, with no
+per-row Python loop and no `.item()`, so a step never waits on the device.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+NEG_INF = float("-inf")
+
+
+class LogitsProcessor:
+    name = "processor"
+
+    def apply(self, logits: Tensor, tokens: Tensor) -> None:
+        """logits: (B, V) fp32, edited in place; tokens: (B, T) every token in the context so far."""
+        raise NotImplementedError
+
+
+class SuppressBlank(LogitsProcessor):
+    """At the first sampled position, forbid a blank (" ") and end-of-text: the transcript must start."""
+
+    name = "suppress_blank"
+
+    def __init__(self, blank_tokens: list[int], sample_begin: int):
+        self.blank_tokens = list(blank_tokens)  # tokenizer.encode(" ") + [eot]
+        self.sample_begin = sample_begin
+
+    def apply(self, logits: Tensor, tokens: Tensor) -> None:
+        if tokens.shape[1] == self.sample_begin:
+            logits[:, self.blank_tokens] = NEG_INF
+
+
+class SuppressTokens(LogitsProcessor):
+    """Forbid a fixed set of tokens at every step (a mask built once)."""
+
+    name = "suppress_tokens"
+
+    def __init__(self, suppress_tokens: list[int], n_vocab: int):
+        self.suppress_tokens = sorted(set(suppress_tokens))
+        self.mask = torch.zeros(n_vocab, dtype=torch.bool)
+        self.mask[self.suppress_tokens] = True
+
+    def apply(self, logits: Tensor, tokens: Tensor) -> None:
+        if self.mask.device != logits.device:
+            self.mask = self.mask.to(logits.device)
+        logits.masked_fill_(self.mask, NEG_INF)
+
+
+class ApplyTimestampRules(LogitsProcessor):
+    """Whisper's timestamp grammar.
+
+    1. timestamps come in pairs: after one timestamp that closes a pair (or opens the text), a text token or
+       end-of-text must follow; after a lone timestamp, another timestamp (or end-of-text) must follow;
+    2. timestamps never decrease (a closing timestamp may equal its opening one);
+    3. the first sampled token is a timestamp, at most `max_initial_timestamp_index` steps of 0.02 s;
+    4. when the total probability of all timestamps beats every single text token, a timestamp is forced.
+    `<|notimestamps|>` is never sampled.
+    """
+
+    name = "timestamp_rules"
+
+    def __init__(
+        self,
+        timestamp_begin: int,
+        eot: int,
+        no_timestamps: int | None,
+        sample_begin: int,
+        max_initial_timestamp_index: int | None,
+    ):
+        self.timestamp_begin = timestamp_begin
+        self.eot = eot
+        self.no_timestamps = no_timestamps
+        self.sample_begin = sample_begin
+        self.max_initial_timestamp_index = max_initial_timestamp_index
+        self.forced = None  # (B,) bool of the last call: rows where rule 4 forced a timestamp
+
+    def apply(self, logits: Tensor, tokens: Tensor) -> None:
+        tb = self.timestamp_begin
+        if self.no_timestamps is not None:
+            logits[:, self.no_timestamps] = NEG_INF
+        sampled = tokens[:, self.sample_begin :]  # (B, n)
+        if sampled.shape[1] > 0:
+            self._pairs_and_order(logits, sampled)
+        if tokens.shape[1] == self.sample_begin:  # rule 3
+            logits[:, :tb] = NEG_INF
+            if self.max_initial_timestamp_index is not None:
+                logits[:, tb + self.max_initial_timestamp_index + 1 :] = NEG_INF
+        # rule 4: compare the timestamps' total log-probability with the best text token's
+        logprobs = F.log_softmax(logits.float(), dim=-1)
+        timestamp_logprob = logprobs[:, tb:].logsumexp(dim=-1)
+        max_text_logprob = logprobs[:, :tb].max(dim=-1).values
+        self.forced = timestamp_logprob > max_text_logprob
+        logits[:, :tb].masked_fill_(self.forced[:, None], NEG_INF)
+
+    def _pairs_and_order(self, logits: Tensor, sampled: Tensor) -> None:
+        """Rules 1 and 2 for rows with n >= 1 sampled tokens: (B, V) logits, (B, n) sampled tokens."""
+        tb, n = self.timestamp_begin, sampled.shape[1]
+        is_ts = sampled >= tb  # (B, n)
+        last_ts = is_ts[:, -1]
+        penultimate_ts = is_ts[:, -2] if n >= 2 else torch.ones_like(last_ts)
+        closing = last_ts & penultimate_ts  # a pair just closed (or the first token was one): text next
+        opening = last_ts & ~penultimate_ts  # a lone timestamp: another timestamp (or eot) next
+        logits[:, tb:].masked_fill_(closing[:, None], NEG_INF)
+        logits[:, : self.eot].masked_fill_(opening[:, None], NEG_INF)
+        # rule 2: forbid timestamps below the last one (below or equal, unless it is closing a pair now)
+        positions = torch.arange(n, device=sampled.device).expand_as(sampled)
+        last_index = torch.where(is_ts, positions, -1).max(dim=1).values  # (B,), -1 when none
+        last_value = sampled.gather(1, last_index.clamp(min=0)[:, None]).squeeze(1)
+        upper = torch.where(opening, last_value, last_value + 1)
+        upper = torch.where(last_index >= 0, upper, tb)  # nothing to forbid without a timestamp
+        vocab = torch.arange(logits.shape[-1], device=logits.device)
+        logits.masked_fill_((vocab >= tb) & (vocab < upper[:, None]), NEG_INF)

@@ -1,0 +1,348 @@
+"""The Whisper network: audio encoder and text decoder.
+
+Parameter names follow the reference checkpoint (`encoder.blocks.0.attn.query.weight`, ...), so a reference
+`.pt` state dict loads as it is. The decoder takes an explicit `KVCache` (see kv_cache.py).
+
+Dtype policy (one place): linear/conv/embedding weights are in the model's dtype; LayerNorm parameters stay
+fp32 and LayerNorm runs in fp32; attention softmax runs inside scaled_dot_product_attention (fp32 accumulation)
+or explicitly in fp32 when weights are asked for; returned logits are fp32.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .kv_cache import KVCache
+
+if TYPE_CHECKING:
+    from ..tokenizer import Tokenizer
+
+
+@dataclass(frozen=True)
+class ModelDims:
+    """Sizes of a Whisper model, read from the checkpoint."""
+
+    n_mels: int  # mel bins of the input (80, or 128 for large-v3)
+    n_audio_ctx: int  # encoder positions per window (1500 = 3000 mel frames / 2 from the strided conv)
+    n_audio_state: int  # encoder width
+    n_audio_head: int
+    n_audio_layer: int
+    n_vocab: int  # 51864 English-only, 51865 multilingual, 51866 large-v3
+    n_text_ctx: int  # decoder positions (448)
+    n_text_state: int  # decoder width
+    n_text_head: int
+    n_text_layer: int
+
+    def to_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+class LayerNorm(nn.LayerNorm):
+    """LayerNorm computed in fp32 whatever the activations' dtype (its parameters are kept fp32)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        w = None if self.weight is None else self.weight.float()
+        b = None if self.bias is None else self.bias.float()
+        return F.layer_norm(x.float(), self.normalized_shape, w, b, self.eps).to(x.dtype)
+
+
+def sinusoids(length: int, channels: int, max_timescale: float = 10000) -> Tensor:
+    """Sinusoidal position embedding of the encoder: (length, channels), sin half then cos half."""
+    if channels % 2:
+        raise ValueError("channels must be even")
+    log_timescale_increment = np.log(max_timescale) / (channels // 2 - 1)
+    inv_timescales = torch.exp(-log_timescale_increment * torch.arange(channels // 2))
+    scaled_time = torch.arange(length)[:, None] * inv_timescales[None, :]
+    return torch.cat([torch.sin(scaled_time), torch.cos(scaled_time)], dim=1)
+
+
+class MultiHeadAttention(nn.Module):
+    def __init__(self, n_state: int, n_head: int):
+        super().__init__()
+        self.n_head = n_head
+        self.query = nn.Linear(n_state, n_state)
+        self.key = nn.Linear(n_state, n_state, bias=False)
+        self.value = nn.Linear(n_state, n_state)
+        self.out = nn.Linear(n_state, n_state)
+
+    def heads(self, x: Tensor) -> Tensor:
+        """(B, T, C) -> (B, H, T, D)"""
+        B, T, C = x.shape
+        return x.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
+
+    def merge(self, x: Tensor) -> Tensor:
+        """(B, H, T, D) -> (B, T, C)"""
+        B, H, T, D = x.shape
+        return x.transpose(1, 2).reshape(B, T, H * D)
+
+    def project_kv(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Keys and values of `x` (B, S, C): two (B, H, S, D) tensors."""
+        return self.heads(self.key(x)), self.heads(self.value(x))
+
+    def full(self, x: Tensor) -> Tensor:
+        """Unmasked self-attention over all of x (the encoder): (B, T, C) -> (B, T, C)."""
+        q = self.heads(self.query(x))
+        k, v = self.project_kv(x)
+        return self.out(self.merge(F.scaled_dot_product_attention(q, k, v)))
+
+    def cached(self, x: Tensor, k_buf: Tensor, v_buf: Tensor, position: int) -> Tensor:
+        """Causal self-attention of T new tokens at `position`, their K/V written into the static buffers.
+
+        x: (B, T, C); k_buf, v_buf: (B, H, capacity, D). Only the new tokens' K/V are computed.
+        """
+        T = x.shape[1]
+        q = self.heads(self.query(x))  # (B, H, T, D)
+        k, v = self.project_kv(x)
+        end = position + T
+        k_buf[:, :, position:end] = k
+        v_buf[:, :, position:end] = v
+        k_all, v_all = k_buf[:, :, :end], v_buf[:, :, :end]  # (B, H, end, D)
+        if T == 1:  # one new token attends to everything before it: no mask needed
+            o = F.scaled_dot_product_attention(q, k_all, v_all)
+        elif position == 0:
+            o = F.scaled_dot_product_attention(q, k_all, v_all, is_causal=True)
+        else:  # several new tokens after a filled prefix: query i sees keys 0..position+i
+            allowed = torch.ones(T, end, dtype=torch.bool, device=x.device).tril(diagonal=position)
+            o = F.scaled_dot_product_attention(q, k_all, v_all, attn_mask=allowed)
+        return self.out(self.merge(o))
+
+    def cross(self, x: Tensor, k: Tensor, v: Tensor, want_qk: bool = False) -> tuple[Tensor, Tensor | None]:
+        """Attention of x (N*G, T, C) over one window's audio K/V (N, H, S, D), shared by its G rows.
+
+        The G rows of a window (beams or samples) are folded into the query axis, (N, H, G*T, D), so the
+        window's K/V are used as they are: no per-beam copy. With want_qk, also returns the pre-softmax
+        scores (N*G, H, T, S) in fp32 (word timestamps and inspection need them).
+        """
+        B, T, C = x.shape
+        N, H, S, D = k.shape
+        G = B // N
+        q = self.query(x).view(N, G * T, H, D).transpose(1, 2)  # (N, H, G*T, D)
+        if not want_qk:
+            o = F.scaled_dot_product_attention(q, k, v)
+            qk = None
+        else:
+            qk = (q.float() @ k.float().transpose(-1, -2)) * D**-0.5  # (N, H, G*T, S)
+            o = torch.softmax(qk, dim=-1).to(q.dtype) @ v
+            qk = qk.view(N, H, G, T, S).permute(0, 2, 1, 3, 4).reshape(B, H, T, S)
+        o = o.transpose(1, 2).reshape(B, T, C)  # (N, G*T, H, D) -> (N*G, T, C)
+        return self.out(o), qk
+
+
+class ResidualAttentionBlock(nn.Module):
+    def __init__(self, n_state: int, n_head: int, cross_attention: bool = False):
+        super().__init__()
+        self.attn = MultiHeadAttention(n_state, n_head)
+        self.attn_ln = LayerNorm(n_state)
+        self.cross_attn = MultiHeadAttention(n_state, n_head) if cross_attention else None
+        self.cross_attn_ln = LayerNorm(n_state) if cross_attention else None
+        n_mlp = n_state * 4
+        self.mlp = nn.Sequential(nn.Linear(n_state, n_mlp), nn.GELU(), nn.Linear(n_mlp, n_state))
+        self.mlp_ln = LayerNorm(n_state)
+
+    def encode(self, x: Tensor) -> Tensor:
+        x = x + self.attn.full(self.attn_ln(x))
+        return x + self.mlp(self.mlp_ln(x))
+
+    def decode(
+        self, x: Tensor, kv, position: int, want_qk: bool = False
+    ) -> tuple[Tensor, Tensor | None]:
+        """One decoder block on T new tokens; `kv` is this layer's `LayerKV`."""
+        x = x + self.attn.cached(self.attn_ln(x), kv.self_k, kv.self_v, position)
+        h, qk = self.cross_attn.cross(self.cross_attn_ln(x), kv.cross_k, kv.cross_v, want_qk)
+        x = x + h
+        return x + self.mlp(self.mlp_ln(x)), qk
+
+
+class AudioEncoder(nn.Module):
+    def __init__(self, n_mels: int, n_ctx: int, n_state: int, n_head: int, n_layer: int):
+        super().__init__()
+        self.conv1 = nn.Conv1d(n_mels, n_state, kernel_size=3, padding=1)
+        self.conv2 = nn.Conv1d(n_state, n_state, kernel_size=3, stride=2, padding=1)
+        self.register_buffer("positional_embedding", sinusoids(n_ctx, n_state))
+        self.blocks = nn.ModuleList([ResidualAttentionBlock(n_state, n_head) for _ in range(n_layer)])
+        self.ln_post = LayerNorm(n_state)
+
+    def forward(self, mel: Tensor) -> Tensor:
+        """mel (N, n_mels, 2 * n_audio_ctx) -> audio features (N, n_audio_ctx, n_audio_state)."""
+        x = F.gelu(self.conv1(mel))
+        x = F.gelu(self.conv2(x))
+        x = x.permute(0, 2, 1)  # (N, n_audio_ctx, C)
+        if x.shape[1:] != self.positional_embedding.shape:
+            raise ValueError(
+                f"mel of {mel.shape[-1]} frames gives {x.shape[1]} positions; "
+                f"the encoder needs {self.positional_embedding.shape[0]} (pad or trim to 30 s)"
+            )
+        x = (x + self.positional_embedding).to(x.dtype)
+        for block in self.blocks:
+            x = block.encode(x)
+        return self.ln_post(x)
+
+
+class TextDecoder(nn.Module):
+    def __init__(self, n_vocab: int, n_ctx: int, n_state: int, n_head: int, n_layer: int):
+        super().__init__()
+        self.n_head = n_head
+        self.token_embedding = nn.Embedding(n_vocab, n_state)
+        self.positional_embedding = nn.Parameter(torch.empty(n_ctx, n_state))
+        self.blocks = nn.ModuleList(
+            [ResidualAttentionBlock(n_state, n_head, cross_attention=True) for _ in range(n_layer)]
+        )
+        self.ln = LayerNorm(n_state)
+
+    def cross_kv(self, audio_features: Tensor) -> tuple[Tensor, Tensor]:
+        """Every layer's cross-attention K/V of the windows: two (L, N, H, S, D) tensors."""
+        ks, vs = zip(*(block.cross_attn.project_kv(audio_features) for block in self.blocks))
+        return torch.stack(ks), torch.stack(vs)
+
+    def forward(
+        self, tokens: Tensor, cache: KVCache, *, last_only: bool = False, want_qk: bool = False
+    ) -> tuple[Tensor, list[Tensor] | None]:
+        """Decode T new tokens (B, T) at `cache.position`, writing their K/V into the cache.
+
+        Returns logits (B, T, n_vocab) in fp32 ((B, 1, n_vocab) with last_only), and with want_qk the
+        cross-attention scores of every layer, each (B, H, T, S). The cache must hold cross K/V.
+        """
+        if not cache.has_cross:
+            raise RuntimeError("KV cache has no cross-attention K/V: call fill_cross first")
+        position, T = cache.position, tokens.shape[1]
+        if position + T > self.positional_embedding.shape[0]:
+            raise ValueError(f"decoder context is {self.positional_embedding.shape[0]} tokens")
+        x = self.token_embedding(tokens) + self.positional_embedding[position : position + T]
+        x = x.to(cache.self_k.dtype)
+        qks = [] if want_qk else None
+        for i, block in enumerate(self.blocks):
+            x, qk = block.decode(x, cache.layer(i), position, want_qk)
+            if want_qk:
+                qks.append(qk)
+        cache.advance(T)
+        if last_only:
+            x = x[:, -1:]
+        x = self.ln(x)
+        logits = (x @ self.token_embedding.weight.to(x.dtype).T).float()  # output tied to the embedding
+        return logits, qks
+
+
+class Whisper(nn.Module):
+    """Encoder + decoder, with the tokenizer and alignment heads of its checkpoint attached by the loader."""
+
+    def __init__(self, dims: ModelDims):
+        super().__init__()
+        self.dims = dims
+        self.encoder = AudioEncoder(
+            dims.n_mels, dims.n_audio_ctx, dims.n_audio_state, dims.n_audio_head, dims.n_audio_layer
+        )
+        self.decoder = TextDecoder(
+            dims.n_vocab, dims.n_text_ctx, dims.n_text_state, dims.n_text_head, dims.n_text_layer
+        )
+        # the reference's default: every head of the last half of the decoder layers aligns text to audio
+        heads = torch.zeros(dims.n_text_layer, dims.n_text_head, dtype=torch.bool)
+        heads[dims.n_text_layer // 2 :] = True
+        self.register_buffer("alignment_heads", heads, persistent=False)  # (n_text_layer, n_text_head)
+        self._tokenizer: Tokenizer | None = None
+        self.name: str | None = None  # "tiny.en", ... when loaded by name
+        self.source: str | None = None  # the file or folder the weights came from
+        self.tokenizer_path = None  # the checkpoint's own tokenizer file, when it has one
+
+    # -- properties -------------------------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        return self.decoder.token_embedding.weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.decoder.token_embedding.weight.dtype
+
+    @property
+    def is_multilingual(self) -> bool:
+        return self.dims.n_vocab >= 51865
+
+    @property
+    def num_languages(self) -> int:
+        return self.dims.n_vocab - 51765 - int(self.is_multilingual)
+
+    @property
+    def tokenizer(self) -> Tokenizer:
+        """The checkpoint's own tokenizer (or the standard one for this vocabulary when none was attached)."""
+        if self._tokenizer is None:
+            from ..tokenizer import get_tokenizer
+
+            self._tokenizer = get_tokenizer(self.is_multilingual, num_languages=self.num_languages)
+        return self._tokenizer
+
+    @tokenizer.setter
+    def tokenizer(self, tokenizer: Tokenizer) -> None:
+        self._tokenizer = tokenizer
+
+    def set_alignment_heads(self, heads: Tensor | list[tuple[int, int]]) -> None:
+        """Heads used for word timestamps: a (n_text_layer, n_text_head) bool mask or (layer, head) pairs."""
+        mask = torch.zeros(self.dims.n_text_layer, self.dims.n_text_head, dtype=torch.bool)
+        if isinstance(heads, Tensor) and heads.dtype == torch.bool:
+            mask[:] = heads.reshape(mask.shape)
+        else:
+            for layer, head in heads:
+                mask[int(layer), int(head)] = True
+        self.alignment_heads = mask.to(self.alignment_heads.device)
+
+    def set_dtype(self, dtype: torch.dtype) -> Whisper:
+        """Convert the weights once; LayerNorm parameters stay fp32 (see the module docstring)."""
+        self.to(dtype)
+        for m in self.modules():
+            if isinstance(m, LayerNorm):
+                m.float()
+        self.alignment_heads = self.alignment_heads.bool()
+        return self
+
+    # -- forward pieces -----------------------------------------------------------------------------------
+    def embed_audio(self, mel: Tensor) -> Tensor:
+        """mel (N, n_mels, 3000) -> audio features (N, n_audio_ctx, n_audio_state)."""
+        return self.encoder(mel.to(device=self.device, dtype=self.dtype))
+
+    def new_cache(self, batch: int, capacity: int | None = None) -> KVCache:
+        d = self.dims
+        return KVCache(
+            d.n_text_layer,
+            batch,
+            d.n_text_head,
+            d.n_text_state // d.n_text_head,
+            capacity or d.n_text_ctx,
+            device=self.device,
+            dtype=self.dtype,
+        )
+
+    def fill_cross(self, cache: KVCache, audio_features: Tensor) -> None:
+        """Compute the cross-attention K/V of the windows once and store them in the cache."""
+        cache.set_cross(*self.decoder.cross_kv(audio_features))
+
+    def logits(self, tokens: Tensor, audio_features: Tensor) -> Tensor:
+        """Uncached convenience: logits (B, T, n_vocab) of a whole token sequence over the windows."""
+        cache = self.new_cache(tokens.shape[0], tokens.shape[1])
+        self.fill_cross(cache, audio_features)
+        return self.decoder(tokens.to(self.device), cache)[0]
+
+    def forward(self, mel: Tensor, tokens: Tensor) -> Tensor:
+        return self.logits(tokens, self.embed_audio(mel))
+
+    # -- high-level API (decoding.py, transcribe.py) -------------------------------------------------------
+    def detect_language(self, mel_or_features: Tensor, tokenizer: Tokenizer | None = None):
+        from .decoding import detect_language
+
+        return detect_language(self, mel_or_features, tokenizer)
+
+    def decode(self, mel: Tensor, options=None, **kwargs):
+        from .decoding import decode
+
+        return decode(self, mel, options, **kwargs)
+
+    def transcribe(self, audio, **kwargs):
+        from .transcribe import transcribe
+
+        return transcribe(self, audio, **kwargs)
+
+    def extra_repr(self) -> str:
+        return f"name={self.name!r}, dims={self.dims}"
