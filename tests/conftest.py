@@ -40,7 +40,9 @@ def read_transcripts(folder: Path) -> dict[str, str]:
     if not path.exists():
         return {}
     with open(path, encoding="utf-8", newline="") as f:
-        return {row[0]: row[1] for row in csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE) if len(row) >= 2}
+        return {
+            row[0]: row[1] for row in csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE) if len(row) >= 2
+        }
 
 
 def all_shared_transcripts() -> dict[str, str]:

@@ -24,7 +24,9 @@ class CLIError(Exception):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="kvwhisper", description="Whisper speech recognition with a visible KV cache")
+    parser = argparse.ArgumentParser(
+        prog="kvwhisper", description="Whisper speech recognition with a visible KV cache"
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, module in COMMANDS.items():
         try:

@@ -15,6 +15,8 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     audio = load_audio(args.file)
     mel = log_mel_spectrogram(audio, n_mels=args.n_mels)
-    print(f"{args.file}: {len(audio) / SAMPLE_RATE:.2f} s, log-mel {tuple(mel.shape)}, "
-          f"min {mel.min().item():.3f} max {mel.max().item():.3f}")
+    print(
+        f"{args.file}: {len(audio) / SAMPLE_RATE:.2f} s, log-mel {tuple(mel.shape)}, "
+        f"min {mel.min().item():.3f} max {mel.max().item():.3f}"
+    )
     return 0

@@ -1,34 +1,346 @@
-"""`kvwhisper transcribe FILE...`: transcribe files (first 30-second window; long-form comes with transcribe.py)."""
+"""`kvwhisper transcribe FILE...`: long-form transcription of audio / video files.
+
+Options follow openai-whisper's `whisper` command (each also accepted with underscores, e.g.
+`--word_timestamps`); True/False options take the words True or False, as there.
+
+Output: without --output-dir / --output-format the transcript of each file is printed to stdout (after a
+`==> FILE <==` line when several files are given); with either of them, transcript files are written
+instead (--output-format defaults to "all", --output-dir to "."). A file that cannot be transcribed prints
+one `kvwhisper: error: FILE: cause` line to stderr; the other files are still done, and the exit status is 1.
+"""
 
 from __future__ import annotations
 
+import argparse
+import os
 import sys
+import warnings
 
-from ..audio import AudioError, load_audio, log_mel_spectrogram, pad_or_trim
-from ..engine import DecodingOptions, load_model
+import numpy as np
+
+from . import CLIError
+
+EPILOG = """\
+output: without --output-dir/--output-format the transcript is printed to stdout; with either of them,
+files named after each input are written instead (format "all" = txt, vtt, srt, tsv and json; directory
+"." by default). Unlike openai-whisper, nothing is written to the current directory unless asked.
+--verbose True prints each segment with its times as it is decoded (instead of the final text);
+--verbose False shows a progress bar on stderr."""
+
+
+def str2bool(string: str) -> bool:
+    values = {"True": True, "False": False}
+    if string not in values:
+        raise argparse.ArgumentTypeError(f"expected True or False, got {string!r}")
+    return values[string]
+
+
+def optional_int(string: str) -> int | None:
+    return None if string == "None" else int(string)
+
+
+def optional_float(string: str) -> float | None:
+    return None if string == "None" else float(string)
+
+
+def _opt(p, name: str, *short: str, **kw) -> None:
+    """An option under its hyphenated name (and short names), plus the reference's underscored spelling
+    as a hidden alias (``--word_timestamps``)."""
+    if kw.get("type") is str2bool:
+        kw.setdefault("metavar", "{True,False}")
+    action = p.add_argument(name, *short, **kw)
+    if "-" in name[2:]:
+        alias = {k: v for k, v in kw.items() if k in ("type", "choices", "metavar")}
+        p.add_argument(
+            "--" + name[2:].replace("-", "_"),
+            dest=action.dest,
+            default=argparse.SUPPRESS,
+            help=argparse.SUPPRESS,
+            **alias,
+        )
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("transcribe", help="transcribe audio or video files")
-    p.add_argument("files", nargs="+", metavar="FILE")
+    p = sub.add_parser(
+        "transcribe",
+        help="transcribe audio or video files (any length)",
+        description="Transcribe audio or video files of any length, 30 seconds at a time.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("files", nargs="+", metavar="FILE", help="audio or video file(s) to transcribe")
     p.add_argument("--model", default="tiny.en", help="model name or checkpoint path (default: tiny.en)")
-    p.add_argument("--device", default=None)
-    p.add_argument("--dtype", default=None, choices=("fp32", "fp16", "bf16"))
-    p.add_argument("--language", default=None)
-    p.add_argument("--beam-size", type=int, default=None)
+    p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda when available)")
+    p.add_argument(
+        "--dtype", default=None, choices=("fp32", "fp16", "bf16"), help="default: fp16 on CUDA, else fp32"
+    )
+    _opt(p, "--output-dir", "-o", default=None, help="write transcript files to this directory")
+    _opt(
+        p,
+        "--output-format",
+        "-f",
+        default=None,
+        choices=("txt", "vtt", "srt", "tsv", "json", "all"),
+        help="write transcript files of this format (default with --output-dir: all)",
+    )
+    _opt(
+        p,
+        "--verbose",
+        type=str2bool,
+        default=None,
+        help="True: print segments as they are decoded; False: progress bar (default: neither)",
+    )
+
+    p.add_argument(
+        "--task",
+        default="transcribe",
+        choices=("transcribe", "translate"),
+        help="X->X speech recognition or X->English translation",
+    )
+    p.add_argument(
+        "--language",
+        default=None,
+        help="language spoken (code or English name); detected from the first 30 s when omitted",
+    )
+
+    p.add_argument(
+        "--temperature", type=float, default=0.0, help="temperature of the first decode (default: 0)"
+    )
+    _opt(p, "--best-of", type=optional_int, default=5, help="candidates when sampling at temperature > 0")
+    _opt(
+        p,
+        "--beam-size",
+        type=optional_int,
+        default=5,
+        help="beams in beam search at temperature 0 (None: greedy)",
+    )
+    p.add_argument("--patience", type=float, default=None, help="beam search patience (arxiv:2204.05424)")
+    _opt(
+        p,
+        "--length-penalty",
+        type=float,
+        default=None,
+        help="length penalty alpha (arxiv:1609.08144); default: length normalization",
+    )
+    _opt(
+        p,
+        "--suppress-tokens",
+        default="-1",
+        help="comma-separated token ids to suppress; -1: non-speech symbols",
+    )
+    _opt(p, "--initial-prompt", default=None, help="text to use as the prompt of the first window")
+    _opt(
+        p,
+        "--carry-initial-prompt",
+        type=str2bool,
+        default=False,
+        help="prepend the initial prompt to the prompt of every window",
+    )
+    _opt(
+        p,
+        "--condition-on-previous-text",
+        type=str2bool,
+        default=True,
+        help="feed the previous output as the prompt of the next window",
+    )
+    _opt(
+        p,
+        "--temperature-increment-on-fallback",
+        type=optional_float,
+        default=0.2,
+        help="temperature step when a decode fails the thresholds below (None: no fallback)",
+    )
+    _opt(
+        p,
+        "--compression-ratio-threshold",
+        type=optional_float,
+        default=2.4,
+        help="a decode with a gzip compression ratio above this has failed",
+    )
+    _opt(
+        p,
+        "--logprob-threshold",
+        type=optional_float,
+        default=-1.0,
+        help="a decode with an average log-probability below this has failed",
+    )
+    _opt(
+        p,
+        "--no-speech-threshold",
+        type=optional_float,
+        default=0.6,
+        help="no-speech probability above this with a failed log-probability means silence",
+    )
+    _opt(
+        p,
+        "--word-timestamps",
+        type=str2bool,
+        default=False,
+        help="word-level timestamps (cross-attention DTW)",
+    )
+    _opt(
+        p,
+        "--prepend-punctuations",
+        default="\"'“¿([{-",
+        help="with word timestamps: merged into the next word",
+    )
+    _opt(
+        p,
+        "--append-punctuations",
+        default="\"'.。,，!！?？:：”)]}、",
+        help="with word timestamps: merged into the previous word",
+    )
+    _opt(
+        p,
+        "--highlight-words",
+        type=str2bool,
+        default=False,
+        help="(needs --word-timestamps True) underline each word as it is spoken in srt and vtt",
+    )
+    _opt(
+        p,
+        "--max-line-width",
+        type=optional_int,
+        default=None,
+        help="(needs --word-timestamps True) characters per subtitle line",
+    )
+    _opt(
+        p,
+        "--max-line-count",
+        type=optional_int,
+        default=None,
+        help="(needs --word-timestamps True) lines per subtitle",
+    )
+    _opt(
+        p,
+        "--max-words-per-line",
+        type=optional_int,
+        default=None,
+        help="(needs --word-timestamps True, no effect with --max-line-width) words per subtitle line",
+    )
+    _opt(
+        p,
+        "--clip-timestamps",
+        default="0",
+        help="start,end,start,end,... seconds of the clips to transcribe (last end: end of file)",
+    )
+    _opt(
+        p,
+        "--hallucination-silence-threshold",
+        type=optional_float,
+        default=None,
+        help="(needs --word-timestamps True) skip silences longer than this around likely hallucinations",
+    )
+    p.add_argument("--threads", type=optional_int, default=0, help="torch CPU threads (0: torch's default)")
     p.set_defaults(func=run)
 
 
+WORD_OPTIONS = ("highlight_words", "max_line_count", "max_line_width", "max_words_per_line")
+
+
+def temperatures(start: float, increment: float | None) -> tuple[float, ...]:
+    """The fallback temperatures, as the reference's CLI builds them."""
+    if increment is None:
+        return (start,)
+    if increment <= 0:
+        raise CLIError("--temperature-increment-on-fallback must be > 0 (or None)")
+    return tuple(float(t) for t in np.arange(start, 1.0 + 1e-6, increment)) or (start,)
+
+
+def check_options(args) -> None:
+    if not args.word_timestamps:
+        for option in WORD_OPTIONS:
+            if getattr(args, option):
+                raise CLIError(f"--{option.replace('_', '-')} requires --word-timestamps True")
+        if args.hallucination_silence_threshold is not None:
+            raise CLIError("--hallucination-silence-threshold requires --word-timestamps True")
+    if args.max_line_count and not args.max_line_width:
+        warnings.warn("--max-line-count has no effect without --max-line-width", stacklevel=2)
+    if args.max_words_per_line and args.max_line_width:
+        warnings.warn("--max-words-per-line has no effect with --max-line-width", stacklevel=2)
+
+
+def transcribe_options(args, model) -> dict:
+    """Keyword arguments of transcribe() from the command line."""
+    language = args.language
+    if language is not None and not model.is_multilingual:
+        if language.lower() not in ("en", "english"):
+            warnings.warn(
+                f"{args.model} is English-only; transcribing as English, not {language!r}", stacklevel=2
+            )
+        language = "en"
+    return dict(
+        verbose=args.verbose,
+        temperature=temperatures(args.temperature, args.temperature_increment_on_fallback),
+        compression_ratio_threshold=args.compression_ratio_threshold,
+        logprob_threshold=args.logprob_threshold,
+        no_speech_threshold=args.no_speech_threshold,
+        condition_on_previous_text=args.condition_on_previous_text,
+        initial_prompt=args.initial_prompt,
+        carry_initial_prompt=args.carry_initial_prompt,
+        word_timestamps=args.word_timestamps,
+        prepend_punctuations=args.prepend_punctuations,
+        append_punctuations=args.append_punctuations,
+        clip_timestamps=args.clip_timestamps,
+        hallucination_silence_threshold=args.hallucination_silence_threshold,
+        task=args.task,
+        language=language,
+        best_of=args.best_of,
+        beam_size=args.beam_size,
+        patience=args.patience,
+        length_penalty=args.length_penalty,
+        suppress_tokens=args.suppress_tokens,
+    )
+
+
+def _cause(e: BaseException) -> str:
+    from ..audio import AudioError
+
+    if isinstance(e, AudioError):
+        return e.cause
+    if isinstance(e, OSError) and e.strerror:
+        return e.strerror + (f": {e.filename}" if e.filename else "")
+    text = " ".join(str(e).split())  # one line
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
+
+
 def run(args) -> int:
-    model = load_model(args.model, device=args.device, dtype=args.dtype)
-    options = DecodingOptions(language=args.language, beam_size=args.beam_size)
+    from ..engine import load_model
+    from ..engine.transcribe import transcribe
+    from ..output import get_writer
+
+    check_options(args)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    write_files = args.output_dir is not None or args.output_format is not None
+    writer = writer_args = None
+    if write_files:
+        output_dir = args.output_dir or "."
+        os.makedirs(output_dir, exist_ok=True)
+        writer = get_writer(args.output_format or "all", output_dir)
+        writer_args = {option: getattr(args, option) for option in WORD_OPTIONS}
+    try:
+        model = load_model(args.model, device=args.device, dtype=args.dtype)
+    except (OSError, ValueError, RuntimeError) as e:
+        raise CLIError(f"cannot load model {args.model}: {e}") from e
+    options = transcribe_options(args, model)
+
     failed = 0
     for path in args.files:
         try:
-            mel = log_mel_spectrogram(pad_or_trim(load_audio(path)), n_mels=model.dims.n_mels)
-        except AudioError as e:
-            print(f"kvwhisper: error: {e}", file=sys.stderr)
+            result = transcribe(model, path, **options)
+            if write_files:
+                writer(result, path, **writer_args)
+        except KeyboardInterrupt:
+            raise
+        except Exception as e:  # one bad file must not stop the others
+            print(f"kvwhisper: error: {path}: {_cause(e)}", file=sys.stderr, flush=True)
             failed += 1
             continue
-        print(model.decode(mel, options).text)
+        if not write_files and args.verbose is not True:
+            if len(args.files) > 1:
+                print(f"==> {path} <==")
+            print(result.text.strip(), flush=True)
     return 1 if failed else 0

@@ -69,7 +69,9 @@ def read_openai(path: Path) -> Checkpoint:
     except Exception as e:  # truncated zip, not a torch file, pickle refused, ...
         raise ModelLoadError(f"{path}: not a readable PyTorch checkpoint ({type(e).__name__}: {e})") from e
     if not isinstance(ckpt, dict) or "dims" not in ckpt or "model_state_dict" not in ckpt:
-        raise ModelLoadError(f"{path}: not a Whisper checkpoint (expected keys 'dims' and 'model_state_dict')")
+        raise ModelLoadError(
+            f"{path}: not a Whisper checkpoint (expected keys 'dims' and 'model_state_dict')"
+        )
     try:
         dims = ModelDims(**ckpt["dims"])
     except TypeError as e:
@@ -291,8 +293,12 @@ def read_ct2_variables(path: Path) -> tuple[dict[str, Tensor], dict[str, str]]:
             raise ModelLoadError(f"{path}: variable {name} has unknown data type {type_id}")
         if pos + n_bytes > len(data):
             raise ModelLoadError(f"{path}: truncated in variable {name} (byte {pos} of {len(data)})")
-        arr = np.frombuffer(data, dtype=_CT2_DTYPES[type_id], count=n_bytes // np.dtype(_CT2_DTYPES[type_id]).itemsize,
-                            offset=pos).reshape(shape)
+        arr = np.frombuffer(
+            data,
+            dtype=_CT2_DTYPES[type_id],
+            count=n_bytes // np.dtype(_CT2_DTYPES[type_id]).itemsize,
+            offset=pos,
+        ).reshape(shape)
         t = torch.from_numpy(arr.copy())
         if type_id == 5:  # bfloat16 bits -> float32
             t = (t.to(torch.int32) << 16).view(torch.float32)
@@ -321,7 +327,9 @@ def _ct2_weight(variables: dict[str, Tensor], name: str, path: Path) -> Tensor:
 
 def _ct2_dims(v: dict[str, Tensor], config: dict, path: Path) -> ModelDims:
     def count(prefix: str) -> int:
-        return len({k.split("/")[1] for k in v if k.startswith(prefix + "/layer_") and k.split("/")[1][6:].isdigit()})
+        return len(
+            {k.split("/")[1] for k in v if k.startswith(prefix + "/layer_") and k.split("/")[1][6:].isdigit()}
+        )
 
     try:
         conv1 = v["encoder/conv1/weight"]
@@ -367,7 +375,11 @@ def _ct2_state(v: dict[str, Tensor], dims: ModelDims, path: Path) -> dict[str, T
         for i in range(n_layer):
             src, dst = f"{side}/layer_{i}", f"{side}.blocks.{i}"
             norm(f"{dst}.attn_ln", f"{src}/self_attention/layer_norm")
-            split([f"{dst}.attn.query", f"{dst}.attn.key", f"{dst}.attn.value"], f"{src}/self_attention/linear_0", n)
+            split(
+                [f"{dst}.attn.query", f"{dst}.attn.key", f"{dst}.attn.value"],
+                f"{src}/self_attention/linear_0",
+                n,
+            )
             linear(f"{dst}.attn.out", f"{src}/self_attention/linear_1")
             if side == "decoder":
                 norm(f"{dst}.cross_attn_ln", f"{src}/attention/layer_norm")
@@ -395,9 +407,13 @@ def read_ct2(folder: Path) -> Checkpoint:
     dims = _ct2_dims(variables, config, model_bin)
     state = _ct2_state(variables, dims, model_bin)
     projection = aliases.get("decoder/projection/weight")
-    if projection is None and "decoder/projection/weight" in variables:  # an untied copy: must equal the embedding
+    if (
+        projection is None and "decoder/projection/weight" in variables
+    ):  # an untied copy: must equal the embedding
         if not torch.equal(variables["decoder/projection/weight"], variables["decoder/embeddings/weight"]):
-            raise ModelLoadError(f"{model_bin}: output projection differs from the token embedding (not Whisper)")
+            raise ModelLoadError(
+                f"{model_bin}: output projection differs from the token embedding (not Whisper)"
+            )
     heads = config.get("alignment_heads")
     return Checkpoint(dims, state, [tuple(h) for h in heads] if heads else None, find_tokenizer_file(folder))
 

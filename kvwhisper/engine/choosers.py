@@ -109,7 +109,9 @@ class BeamSearchChooser:
     def _record_finished(self, tokens: Tensor, finished: Tensor, scores: Tensor, sources: Tensor) -> None:
         """Keep the finished sequences of each window, best first, up to max_candidates."""
         rows, cols = finished.nonzero(as_tuple=True)
-        for window, source, score in zip(rows.tolist(), sources[rows, cols].tolist(), scores[rows, cols].tolist()):
+        for window, source, score in zip(
+            rows.tolist(), sources[rows, cols].tolist(), scores[rows, cols].tolist()
+        ):
             kept = self.finished[window]
             if len(kept) < self.max_candidates:
                 kept[tuple(tokens[source].tolist()) + (self.eot,)] = score
@@ -136,7 +138,9 @@ def _duplicate_rows(rows: Tensor) -> Tensor:
     return (same & earlier).any(dim=-1)
 
 
-def rank_candidates(tokens: list[list[Tensor]], sum_logprobs: list[list[float]], length_penalty: float | None):
+def rank_candidates(
+    tokens: list[list[Tensor]], sum_logprobs: list[list[float]], length_penalty: float | None
+):
     """Index of the best candidate per window: log-prob / length, or / ((5 + length) / 6) ** alpha (Google NMT)."""
 
     def score(logprob: float, length: int) -> float:
@@ -144,5 +148,6 @@ def rank_candidates(tokens: list[list[Tensor]], sum_logprobs: list[list[float]],
         return logprob / penalty
 
     return [
-        int(np.argmax([score(lp, len(t)) for lp, t in zip(lps, group)])) for lps, group in zip(sum_logprobs, tokens)
+        int(np.argmax([score(lp, len(t)) for lp, t in zip(lps, group)]))
+        for lps, group in zip(sum_logprobs, tokens)
     ]

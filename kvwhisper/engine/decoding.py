@@ -108,7 +108,12 @@ def verify_options(options: DecodingOptions, model: Whisper) -> DecodingOptions:
         raise ValueError("beam_size and best_of can't be given together")
     if options.temperature == 0 and options.best_of is not None:
         raise ValueError("best_of with greedy sampling (T=0) is not compatible")
-    if options.beam_size is not None and options.beam_size < 1 or options.best_of is not None and options.best_of < 1:
+    if (
+        options.beam_size is not None
+        and options.beam_size < 1
+        or options.best_of is not None
+        and options.best_of < 1
+    ):
         raise ValueError("beam_size and best_of must be >= 1")
     if options.patience is not None and options.beam_size is None:
         raise ValueError("patience requires beam_size to be given")
@@ -116,8 +121,15 @@ def verify_options(options: DecodingOptions, model: Whisper) -> DecodingOptions:
         raise ValueError("length_penalty (alpha) should be a value between 0 and 1")
     if options.sample_len is not None and not 1 <= options.sample_len <= model.dims.n_text_ctx:
         raise ValueError(f"sample_len must be in 1..{model.dims.n_text_ctx}")
-    if options.language is not None and model.is_multilingual:
-        model.tokenizer.to_language_token(options.language)  # raises ValueError for an unknown language
+    if options.language is not None:
+        from ..tokenizer.languages import normalize_language
+
+        code = normalize_language(
+            options.language
+        )  # a code or an English name; TokenizerError (a ValueError)
+        if model.is_multilingual and code not in model.tokenizer.all_language_codes:
+            raise ValueError(f"language {options.language!r} is not one of this model's languages")
+        options = replace(options, language=code)
     return options
 
 
@@ -125,7 +137,9 @@ def task_tokenizer(model: Whisper, language: str | None, task: str) -> Tokenizer
     """The model's tokenizer set for (language, task); English-only models have neither."""
     if not model.is_multilingual:
         return model.tokenizer
-    return model.tokenizer.with_options(language=language or "en", task="transcribe" if task == "lang_id" else task)
+    return model.tokenizer.with_options(
+        language=language or "en", task="transcribe" if task == "lang_id" else task
+    )
 
 
 @torch.no_grad()
@@ -140,7 +154,9 @@ def detect_language(model: Whisper, mel_or_features: Tensor, tokenizer: Tokenize
     tokenizer = tokenizer or task_tokenizer(model, None, "transcribe")
     single = mel_or_features.ndim == 2
     x = mel_or_features[None] if single else mel_or_features
-    features = x if x.shape[-2:] == (model.dims.n_audio_ctx, model.dims.n_audio_state) else model.embed_audio(x)
+    features = (
+        x if x.shape[-2:] == (model.dims.n_audio_ctx, model.dims.n_audio_state) else model.embed_audio(x)
+    )
     features = features.to(model.device, model.dtype)
     cache = model.new_cache(features.shape[0], 1)
     model.fill_cross(cache, features)
@@ -201,7 +217,9 @@ class StepOutput:
     raw_logits: Tensor | None  # (B, V) before the processors, when inspected
     logits: Tensor  # (B, V) after the processors
     source_rows: Tensor | None  # (B,) beam search: the row each new row continues
-    processor_masks: dict[str, Tensor]  # name -> (B, V) bool newly suppressed by that processor, when inspected
+    processor_masks: dict[
+        str, Tensor
+    ]  # name -> (B, V) bool newly suppressed by that processor, when inspected
     cross_qk: list[Tensor] | None  # per layer (B, H, T_fed, S), when asked
 
 
@@ -216,7 +234,9 @@ class DecodingTask:
         self.n_ctx = model.dims.n_text_ctx
         self.sample_len = options.sample_len or self.n_ctx // 2
         tok = self.tokenizer
-        self.sot_sequence = tok.sot_sequence_including_notimestamps if options.without_timestamps else tok.sot_sequence
+        self.sot_sequence = (
+            tok.sot_sequence_including_notimestamps if options.without_timestamps else tok.sot_sequence
+        )
         self.initial_tokens = self._initial_tokens()
         self.sample_begin = len(self.initial_tokens)
         self.sot_index = self.initial_tokens.index(tok.sot)
@@ -264,7 +284,9 @@ class DecodingTask:
             if opts.max_initial_timestamp:
                 max_initial = round(opts.max_initial_timestamp / precision)
             processors.append(
-                ApplyTimestampRules(tok.timestamp_begin, tok.eot, tok.no_timestamps, self.sample_begin, max_initial)
+                ApplyTimestampRules(
+                    tok.timestamp_begin, tok.eot, tok.no_timestamps, self.sample_begin, max_initial
+                )
             )
         return processors
 
@@ -298,7 +320,9 @@ class DecodingTask:
         sum_logprobs = torch.zeros(tokens.shape[0], device=audio_features.device)
         return DecodeState(tokens, sum_logprobs, runner)
 
-    def step(self, state: DecodeState, force: Tensor | None = None, inspect: bool = False, want_qk: bool = False):
+    def step(
+        self, state: DecodeState, force: Tensor | None = None, inspect: bool = False, want_qk: bool = False
+    ):
         """One decode step (see the module docstring); returns a StepOutput."""
         last_only = state.step > 0 and self.options.kv_cache == "none"
         logits, qk = state.runner.logits(state.tokens, last_only=last_only, want_qk=want_qk)  # 1.
@@ -312,20 +336,28 @@ class DecodingTask:
             processor.apply(logits, state.tokens)
             if inspect:
                 masks[processor.name] = logits.isinf() & ~before
-        tokens, sources, completed = self.chooser.update(state.tokens, logits, state.sum_logprobs, force)  # 4.
+        tokens, sources, completed = self.chooser.update(
+            state.tokens, logits, state.sum_logprobs, force
+        )  # 4.
         if sources is not None:
             state.runner.reorder(sources)
         state.tokens, state.step = tokens, state.step + 1
-        state.completed = bool(completed) or tokens.shape[-1] > self.n_ctx or state.step >= self.sample_len  # 5.
+        state.completed = (
+            bool(completed) or tokens.shape[-1] > self.n_ctx or state.step >= self.sample_len
+        )  # 5.
         return StepOutput(state.runner.fed_last, raw, logits, sources, masks, qk)
 
-    def finish(self, state: DecodeState, audio_features: Tensor, languages, language_probs) -> list[DecodingResult]:
+    def finish(
+        self, state: DecodeState, audio_features: Tensor, languages, language_probs
+    ) -> list[DecodingResult]:
         """Rank the candidates of each window and build the results."""
         tok, n_audio = self.tokenizer, audio_features.shape[0]
         tokens = state.tokens.reshape(n_audio, self.n_group, -1)
         sum_logprobs = state.sum_logprobs.reshape(n_audio, self.n_group)
         candidates, logprobs = self.chooser.finalize(tokens, sum_logprobs)
-        candidates = [[t[self.sample_begin : int((t == tok.eot).nonzero()[0, 0])] for t in s] for s in candidates]
+        candidates = [
+            [t[self.sample_begin : int((t == tok.eot).nonzero()[0, 0])] for t in s] for s in candidates
+        ]
         selected = rank_candidates(candidates, logprobs, self.options.length_penalty)
         no_speech = state.no_speech_probs
         no_speech = no_speech[:: self.n_group].tolist() if no_speech is not None else [np.nan] * n_audio

@@ -39,7 +39,10 @@ MODELS = {
     "large-v1": ("e4b87e7e0bf463eb8e6956e646f1e277e901512310def2c24bf0e11bd3c28e9a", "large-v1.pt"),
     "large-v2": ("81f7c96c852ee8fc832187b0132e569d6c3065a3252ed18e56effd0b6a73e524", "large-v2.pt"),
     "large-v3": ("e5b1a55b89c1367dacf97e3e19bfd829a01529dbfdeefa8caeb59b3f1b81dadb", "large-v3.pt"),
-    "large-v3-turbo": ("aff26ae408abcba5fbf8813c21e62b0941638c5f6eebfb145be0c9839262a19a", "large-v3-turbo.pt"),
+    "large-v3-turbo": (
+        "aff26ae408abcba5fbf8813c21e62b0941638c5f6eebfb145be0c9839262a19a",
+        "large-v3-turbo.pt",
+    ),
 }
 ALIASES = {"large": "large-v3", "turbo": "large-v3-turbo"}
 
@@ -153,7 +156,9 @@ def build_model(ckpt: Checkpoint, source: Path, dtype: torch.dtype, model_name: 
     unexpected = [k for k in ckpt.state_dict if k not in expected]
     if missing or unexpected:
         raise ModelLoadError(f"{source}: missing tensors {missing[:5]} / unexpected tensors {unexpected[:5]}")
-    ln_params = {f"{n}.{p}" for n, m in model.named_modules() if isinstance(m, LayerNorm) for p in ("weight", "bias")}
+    ln_params = {
+        f"{n}.{p}" for n, m in model.named_modules() if isinstance(m, LayerNorm) for p in ("weight", "bias")
+    }
     state = {}
     for key, want in expected.items():
         t = ckpt.state_dict[key]
@@ -161,7 +166,9 @@ def build_model(ckpt: Checkpoint, source: Path, dtype: torch.dtype, model_name: 
             raise ModelLoadError(f"{source}: {key} has shape {tuple(t.shape)}, expected {tuple(want.shape)}")
         state[key] = t.to(torch.float32 if key in ln_params else dtype)
     model.load_state_dict(state, assign=True)
-    model.alignment_heads = torch.zeros(ckpt.dims.n_text_layer, ckpt.dims.n_text_head, dtype=torch.bool)  # off meta
+    model.alignment_heads = torch.zeros(
+        ckpt.dims.n_text_layer, ckpt.dims.n_text_head, dtype=torch.bool
+    )  # off meta
     model.set_alignment_heads(default_alignment_heads(ckpt, model_name))
     model.name, model.source = model_name, str(source)
     model.tokenizer_path = ckpt.tokenizer_path

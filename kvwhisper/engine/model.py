@@ -149,9 +149,7 @@ class ResidualAttentionBlock(nn.Module):
         x = x + self.attn.full(self.attn_ln(x))
         return x + self.mlp(self.mlp_ln(x))
 
-    def decode(
-        self, x: Tensor, kv, position: int, want_qk: bool = False
-    ) -> tuple[Tensor, Tensor | None]:
+    def decode(self, x: Tensor, kv, position: int, want_qk: bool = False) -> tuple[Tensor, Tensor | None]:
         """One decoder block on T new tokens; `kv` is this layer's `LayerKV`."""
         x = x + self.attn.cached(self.attn_ln(x), kv.self_k, kv.self_v, position)
         h, qk = self.cross_attn.cross(self.cross_attn_ln(x), kv.cross_k, kv.cross_v, want_qk)

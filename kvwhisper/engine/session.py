@@ -1,0 +1,664 @@
+"""Step-through decoding: a decode of one 30-second window that you can step, rewind, force and inspect.
+
+    session = model.decode_session("speech.flac", DecodingOptions(beam_size=None))
+    for step in session:                     # or session.step(), session.run()
+        print(step.step, step.token.text, step.top_k)
+    session.rewind(3)                        # undo the last 3 steps (the KV cache included)
+    session.step(force=tokenizer.encode(" Hello")[0])
+    session.result                           # == model.decode(session.mel, options)
+
+The session drives `DecodingTask` (decoding.py) one `step()` at a time, so what it shows is what `decode()`
+does: same processors, same chooser, same KV cache. Each step returns a `StepTrace` (JSON-able with
+`to_dict()`): what was fed, the cache, the raw top-k, what each logits processor did, the chosen token.
+
+Rewinding keeps a small snapshot per step (token rows, scores, the beam chooser's finished set). With greedy
+decoding the static cache is simply rewound (`KVCache.rewind`); beam search reorders cache rows in place at
+every step, which cannot be undone, so after a beam rewind the cache prefix is recomputed in one decoder pass.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..audio import (
+    CHUNK_LENGTH,
+    N_FRAMES,
+    N_SAMPLES,
+    SAMPLE_RATE,
+    MelWindows,
+    load_audio,
+    log_mel_spectrogram,
+    pad_or_trim,
+)
+from .choosers import BeamSearchChooser
+from .decoding import DecodeState, DecodingOptions, DecodingResult, DecodingTask, StepOutput
+from .inspect import (
+    StatsRunner,
+    attention_weights,
+    cross_attention_map,
+    embed_audio_with_stats,
+    head_mask,
+    mean_over_heads,
+)
+from .logits import ApplyTimestampRules, LogitsProcessor
+
+if TYPE_CHECKING:
+    from ..tokenizer import Tokenizer
+    from .model import Whisper
+
+STOP_REASONS = ("eot", "sample_len", "context_full")
+SECONDS_PER_AUDIO_POSITION = CHUNK_LENGTH / 1500  # 0.02 s per encoder position
+
+
+# -- what a step reports ------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Candidate:
+    """A token with its log-probability (raw or after the processors, as the field using it says)."""
+
+    id: int
+    text: str
+    logprob: float
+
+    def to_dict(self) -> dict:
+        return {"id": self.id, "text": self.text, "logprob": _num(self.logprob)}
+
+
+@dataclass(frozen=True)
+class ProcessorAction:
+    """What one logits processor did to the logits of a step (for the row the trace follows)."""
+
+    name: str  # "suppress_blank", "suppress_tokens", "timestamp_rules"
+    suppressed: int  # tokens it newly set to -inf
+    suppressed_top: tuple[Candidate, ...]  # those among the raw top-k (raw log-probs)
+    forced_timestamp: bool | None = None  # timestamp_rules: rule 4 forced a timestamp (None for the others)
+
+    def to_dict(self) -> dict:
+        return {
+            "name": self.name,
+            "suppressed": self.suppressed,
+            "suppressed_top": [c.to_dict() for c in self.suppressed_top],
+            "forced_timestamp": self.forced_timestamp,
+        }
+
+
+@dataclass(frozen=True)
+class Hypothesis:
+    """One row of a beam search (or of best_of sampling) after a step."""
+
+    row: int
+    source: int  # the row (before the step) it continues
+    token: Candidate  # its new token, with the log-prob after the processors
+    score: float  # its cumulative log-prob
+    text: str  # its sampled tokens so far, timestamps included
+
+    def to_dict(self) -> dict:
+        return {
+            "row": self.row,
+            "source": self.source,
+            "token": self.token.to_dict(),
+            "score": _num(self.score),
+            "text": self.text,
+        }
+
+
+@dataclass(frozen=True)
+class StepTrace:
+    """Everything one decode step did. Row-level fields follow the best row (row 0 after the step: for beam
+    search, the best live beam; its raw logits are those of the row it came from, `beams[0].source`)."""
+
+    step: int  # 0-based
+    position: int  # cache position the fed tokens were written at (0 on every step without a cache)
+    fed: tuple[
+        int, ...
+    ]  # token ids fed to the decoder (the prompt at step 0; then 1, or everything uncached)
+    fed_text: tuple[str, ...]
+    cache_self: tuple[int, ...]  # self-attention tokens held per decoder layer, after the step
+    cache_cross: int  # cross-attention audio positions held (0 when recomputed each step and not kept)
+    top_k: tuple[Candidate, ...]  # the raw logits' top-k, before any processor
+    processors: tuple[ProcessorAction, ...]
+    token: Candidate  # the token taken, with its log-prob after the processors
+    forced: bool  # the token was forced by `step(force=...)`
+    cumulative_logprob: float  # sum of the row's log-probs so far (the beam score for beam search)
+    finished: bool  # the decode is over
+    stop_reason: str | None  # "eot", "sample_len" or "context_full" when finished
+    time_ms: float  # wall time of the decode step itself (forward, processors, chooser)
+    beams: tuple[Hypothesis, ...] | None = None  # every row, for beam search and best_of sampling
+    beam_finished: tuple[tuple[str, float], ...] | None = None  # beam search: finished (text, score) so far
+    no_speech_prob: float | None = (
+        None  # step 0: P(no speech) at <|startoftranscript|>, when the model has it
+    )
+    activations: tuple[dict, ...] | None = None  # record_activations: decoder stats (last fed position)
+    cross_attention: Tensor | None = field(
+        default=None, repr=False, compare=False
+    )  # (L, H, S) record_attention
+    attention_peak_s: float | None = None  # record_attention: where the alignment heads look most, in seconds
+
+    def to_dict(self) -> dict:
+        """A JSON-able dict (non-finite log-probs become null); the attention tensor is left out."""
+        return {
+            "step": self.step,
+            "position": self.position,
+            "fed": list(self.fed),
+            "fed_text": list(self.fed_text),
+            "n_fed": len(self.fed),
+            "cache": {"self": list(self.cache_self), "cross": self.cache_cross},
+            "top_k": [c.to_dict() for c in self.top_k],
+            "processors": [p.to_dict() for p in self.processors],
+            "token": self.token.to_dict(),
+            "forced": self.forced,
+            "cumulative_logprob": _num(self.cumulative_logprob),
+            "finished": self.finished,
+            "stop_reason": self.stop_reason,
+            "time_ms": round(self.time_ms, 3),
+            "beams": None if self.beams is None else [b.to_dict() for b in self.beams],
+            "beam_finished": None
+            if self.beam_finished is None
+            else [{"text": t, "score": _num(s)} for t, s in self.beam_finished],
+            "no_speech_prob": _num(self.no_speech_prob),
+            "activations": None if self.activations is None else [dict(a) for a in self.activations],
+            "attention_peak_s": self.attention_peak_s,
+        }
+
+
+def _num(x: float | None) -> float | None:
+    return None if x is None or not math.isfinite(x) else float(x)
+
+
+def token_text(tokenizer: Tokenizer, token: int) -> str:
+    """One token as text: specials and timestamps rendered ("<|endoftext|>", "<|1.08|>")."""
+    try:
+        return tokenizer.decode_with_timestamps([int(token)])
+    except Exception:  # an id the tokenizer has no bytes for
+        return f"<#{int(token)}>"
+
+
+# -- the processors, one at a time ---------------------------------------------------------------------------
+def apply_processors(
+    processors: list[LogitsProcessor], logits: Tensor, tokens: Tensor
+) -> tuple[dict[str, Tensor], Tensor | None]:
+    """Apply the processors in order to logits (B, V) in place, as `DecodingTask.step` does.
+
+    Returns (name -> (B, V) bool of the tokens each one newly set to -inf, the timestamp rules' `forced`).
+    """
+    masks, forced = {}, None
+    for processor in processors:
+        before = logits.isinf()
+        processor.apply(logits, tokens)
+        masks[processor.name] = logits.isinf() & ~before
+        if isinstance(processor, ApplyTimestampRules):
+            forced = processor.forced
+    return masks, forced
+
+
+def describe_processors(
+    processors: list[LogitsProcessor],
+    masks: dict[str, Tensor],
+    forced: Tensor | None,
+    row: int,
+    top_k: tuple[Candidate, ...],
+) -> tuple[ProcessorAction, ...]:
+    """What each processor did to `row`: how many tokens it suppressed, which of the raw top-k, and (timestamp
+    rules) whether it forced a timestamp."""
+    actions = []
+    for processor in processors:
+        mask = masks.get(processor.name)
+        if mask is None:
+            continue
+        mask = mask[row]
+        suppressed_top = tuple(c for c in top_k if bool(mask[c.id]))
+        is_ts = isinstance(processor, ApplyTimestampRules)
+        actions.append(
+            ProcessorAction(
+                name=processor.name,
+                suppressed=int(mask.sum()),
+                suppressed_top=suppressed_top,
+                forced_timestamp=bool(forced[row]) if is_ts and forced is not None else None,
+            )
+        )
+    return tuple(actions)
+
+
+# -- the session --------------------------------------------------------------------------------------------
+@dataclass
+class _Snapshot:
+    """The state before a step, to rewind to."""
+
+    tokens: Tensor
+    sum_logprobs: Tensor
+    no_speech_probs: Tensor | None
+    position: int
+    step: int
+    beam_finished: list | None
+
+
+class DecodeSession:
+    """A decode of one window, stepped by hand. Build it with `decode_session(model, audio, options)`."""
+
+    def __init__(
+        self,
+        model: Whisper,
+        mel_or_features: Tensor,
+        options: DecodingOptions | None = None,
+        *,
+        top_k: int = 5,
+        record_activations: bool = False,
+        record_attention: bool = False,
+        window: int | None = None,
+        audio_seconds: float | None = None,
+    ):
+        """mel_or_features: the window's mel (n_mels, 3000) or audio features (n_audio_ctx, n_audio_state).
+
+        window / audio_seconds only describe it (which 30 s window of the file, how much of it is audio).
+        """
+        options = options or DecodingOptions()
+        if options.task == "lang_id":
+            raise ValueError("task='lang_id' only detects the language: there are no decode steps to trace")
+        if top_k < 1:
+            raise ValueError("top_k must be >= 1")
+        self.model = model
+        self.task = DecodingTask(model, options)
+        self.options = self.task.options
+        self.tokenizer = self.task.tokenizer
+        self.top_k = top_k
+        self.record_attention = record_attention
+        self.record_activations = record_activations
+        self.window = window
+        self.audio_seconds = audio_seconds
+        d = model.dims
+        x = mel_or_features
+        if x.dim() != 2:
+            raise ValueError(
+                f"one window: a mel (n_mels, {N_FRAMES}) or features, not shape {tuple(x.shape)}"
+            )
+        self.encoder_stats: list[dict] | None = None
+        if tuple(x.shape) == (d.n_audio_ctx, d.n_audio_state):
+            self.mel = None
+            self.audio_features = self.task.audio_features(x[None])
+        elif tuple(x.shape) == (d.n_mels, 2 * d.n_audio_ctx):
+            self.mel = x
+            with torch.no_grad():
+                if record_activations:
+                    self.audio_features, self.encoder_stats = embed_audio_with_stats(model, x[None])
+                else:
+                    self.audio_features = self.task.audio_features(x[None])
+        else:
+            raise ValueError(
+                f"expected a mel ({d.n_mels}, {2 * d.n_audio_ctx}) or audio features "
+                f"({d.n_audio_ctx}, {d.n_audio_state}), got {tuple(x.shape)}"
+            )
+        tokens = torch.tensor([self.task.initial_tokens])
+        with torch.no_grad():
+            self.languages, self.language_probs = self.task.languages(self.audio_features, tokens)
+        self.state: DecodeState = self.task.start(self.audio_features, tokens)
+        if record_activations:
+            self.state.runner = StatsRunner(self.state.runner)
+        self.traces: list[StepTrace] = []
+        self.last_output: StepOutput | None = None  # the last step's logits (raw and processed) and masks
+        self._snapshots: list[_Snapshot] = []
+        self._result: DecodingResult | None = None
+
+    # -- properties -------------------------------------------------------------------------------------
+    @property
+    def is_beam_search(self) -> bool:
+        return isinstance(self.task.chooser, BeamSearchChooser)
+
+    @property
+    def finished(self) -> bool:
+        return self.state.completed
+
+    @property
+    def cache(self):
+        return self.state.runner.cache
+
+    @property
+    def sample_begin(self) -> int:
+        return self.task.sample_begin
+
+    @property
+    def initial_tokens(self) -> tuple[int, ...]:
+        return self.task.initial_tokens
+
+    @property
+    def tokens(self) -> list[int]:
+        """The sampled tokens so far of the best row (row 0), up to (not including) an end-of-text."""
+        row = self.state.tokens[0, self.sample_begin :].tolist()
+        eot = self.tokenizer.eot
+        return row[: row.index(eot)] if eot in row else row
+
+    @property
+    def text(self) -> str:
+        """The sampled text so far (row 0), with timestamps."""
+        return self.tokenizer.decode_with_timestamps(self.tokens)
+
+    @property
+    def no_speech_prob(self) -> float | None:
+        p = self.state.no_speech_probs
+        return None if p is None else float(p[0])
+
+    @property
+    def result(self) -> DecodingResult:
+        """The DecodingResult `decode()` gives for the same window and options (runs the remaining steps)."""
+        if self._result is None:
+            if not self.finished:
+                self.run()
+            chooser = self.task.chooser
+            saved = copy.deepcopy(chooser.finished) if self.is_beam_search else None
+            try:  # finalize tops up the beam chooser's finished set: keep the session's own intact
+                results = self.task.finish(
+                    self.state, self.audio_features, self.languages, self.language_probs
+                )
+            finally:
+                if saved is not None:
+                    chooser.finished = saved
+            self._result = results[0]
+        return self._result
+
+    # -- stepping -------------------------------------------------------------------------------------------
+    def __iter__(self) -> Iterator[StepTrace]:
+        return self
+
+    def __next__(self) -> StepTrace:
+        if self.finished:
+            raise StopIteration
+        return self.step()
+
+    def run(self) -> list[StepTrace]:
+        """Step to the end; the traces of the steps taken."""
+        return list(self)
+
+    @torch.no_grad()
+    def step(self, force: int | None = None) -> StepTrace:
+        """One decode step. force=token_id takes that token instead of the chooser's (not in beam search)."""
+        if self.finished:
+            raise RuntimeError(
+                f"the decode has finished ({self.traces[-1].stop_reason}): rewind to step again"
+            )
+        state, task = self.state, self.task
+        force_rows = None
+        if force is not None:
+            force_rows = self._force_rows(force)
+        cache = self.cache
+        before = _Snapshot(
+            tokens=state.tokens.clone(),
+            sum_logprobs=state.sum_logprobs.clone(),
+            no_speech_probs=None if state.no_speech_probs is None else state.no_speech_probs.clone(),
+            position=cache.position,
+            step=state.step,
+            beam_finished=copy.deepcopy(task.chooser.finished) if self.is_beam_search else None,
+        )
+        if self.model.device.type == "cuda":
+            torch.cuda.synchronize(self.model.device)
+        t0 = time.perf_counter()
+        out = task.step(state, force=force_rows, inspect=True, want_qk=self.record_attention)
+        if self.model.device.type == "cuda":
+            torch.cuda.synchronize(self.model.device)
+        elapsed_ms = (time.perf_counter() - t0) * 1000
+        forced = self._timestamp_forced()
+        self._snapshots.append(before)
+        self.last_output = out
+        self._result = None
+        trace = self._trace(before, out, forced, force is not None, elapsed_ms)
+        self.traces.append(trace)
+        return trace
+
+    def rewind(self, n: int = 1) -> list[StepTrace]:
+        """Undo the last n steps (tokens, scores, KV cache); returns the traces undone."""
+        if not 0 <= n <= len(self.traces):
+            raise ValueError(f"cannot rewind {n} steps: {len(self.traces)} taken")
+        if n == 0:
+            return []
+        target = self._snapshots[-n]
+        undone = self.traces[-n:]
+        del self._snapshots[-n:]
+        del self.traces[-n:]
+        state = self.state
+        state.tokens = target.tokens
+        state.sum_logprobs = target.sum_logprobs
+        state.no_speech_probs = target.no_speech_probs
+        state.step = target.step
+        state.completed = False
+        if target.beam_finished is not None:
+            self.task.chooser.finished = target.beam_finished
+        self._restore_cache(target.position)
+        self.last_output = None
+        self._result = None
+        return undone
+
+    def _restore_cache(self, position: int) -> None:
+        runner = self.state.runner
+        if runner.mode == "none":  # everything is recomputed at the next step anyway
+            return
+        cache = runner.cache
+        if not self.is_beam_search:
+            cache.rewind(position)  # static buffers: the prefix is untouched, only the position moves
+            return
+        # beam search reordered the prefix rows in place since then: recompute the prefix in one pass
+        cache.rewind(0)
+        if position > 0:
+            if not cache.has_cross:
+                self.model.fill_cross(cache, runner.audio_features)
+            with torch.no_grad():
+                self.model.decoder(self.state.tokens[:, :position], cache, last_only=True)
+
+    def _force_rows(self, force) -> Tensor:
+        if self.is_beam_search:
+            raise ValueError("forcing a token is only supported without beam search")
+        if isinstance(force, Tensor):
+            if force.numel() != 1:
+                raise ValueError("force takes one token id")
+            force = force.item()
+        if isinstance(force, bool) or not isinstance(force, (int, np.integer)):
+            raise ValueError(f"force must be a token id (int), not {force!r}")
+        n_vocab = self.model.dims.n_vocab
+        if not 0 <= int(force) < n_vocab:
+            raise ValueError(f"cannot force token {force}: token ids are 0..{n_vocab - 1}")
+        rows = self.state.tokens.shape[0]
+        return torch.full((rows,), int(force), dtype=torch.long, device=self.state.tokens.device)
+
+    def _timestamp_forced(self) -> Tensor | None:
+        for p in self.task.processors:
+            if isinstance(p, ApplyTimestampRules):
+                return None if p.forced is None else p.forced.clone()
+        return None
+
+    # -- building the trace -----------------------------------------------------------------------------
+    def _stop_reason(self) -> str | None:
+        state, task = self.state, self.task
+        if not state.completed:
+            return None
+        chooser = task.chooser
+        if isinstance(chooser, BeamSearchChooser):
+            if all(len(f) >= chooser.max_candidates for f in chooser.finished):
+                return "eot"
+        elif bool((state.tokens[:, -1] == self.tokenizer.eot).all()):
+            return "eot"
+        if state.tokens.shape[-1] > task.n_ctx:
+            return "context_full"
+        return "sample_len"
+
+    def _trace(self, before: _Snapshot, out: StepOutput, forced: Tensor | None, was_forced: bool, ms: float):
+        tok, state = self.tokenizer, self.state
+        sources = out.source_rows
+        src = int(sources[0]) if sources is not None else 0  # the pre-step row the best row came from
+        fed = before.tokens[src, before.tokens.shape[1] - out.fed :].tolist()
+        raw_logprobs = F.log_softmax(out.raw_logits[src].float(), dim=-1)
+        top = raw_logprobs.topk(min(self.top_k, raw_logprobs.shape[-1]))
+        top_k = tuple(
+            Candidate(i, token_text(tok, i), v)
+            for v, i in zip(top.values.tolist(), top.indices.tolist(), strict=True)
+        )
+        logprobs = F.log_softmax(out.logits.float(), dim=-1)  # (B, V) after the processors
+        chosen = int(state.tokens[0, -1])
+        token = Candidate(chosen, token_text(tok, chosen), float(logprobs[src, chosen]))
+        cache = self.cache
+        beams = beam_finished = None
+        if state.tokens.shape[0] > 1:
+            hypotheses = []
+            for r in range(state.tokens.shape[0]):
+                source = int(sources[r]) if sources is not None else r
+                t = int(state.tokens[r, -1])
+                hypotheses.append(
+                    Hypothesis(
+                        row=r,
+                        source=source,
+                        token=Candidate(t, token_text(tok, t), float(logprobs[source, t])),
+                        score=float(state.sum_logprobs[r]),
+                        text=tok.decode_with_timestamps(state.tokens[r, self.sample_begin :].tolist()),
+                    )
+                )
+            beams = tuple(hypotheses)
+        if self.is_beam_search:
+            done = self.task.chooser.finished[0]
+            beam_finished = tuple(
+                (tok.decode_with_timestamps(list(seq[self.sample_begin : -1])), float(score))
+                for seq, score in done.items()
+            )
+        attention = peak = None
+        if out.cross_qk is not None:
+            qks = [qk[src : src + 1, :, -1:] for qk in out.cross_qk]  # the query that chose the token
+            attention = attention_weights(qks)[0, :, :, 0].cpu()  # (L, H, S)
+            mean = mean_over_heads(attention, head_mask(self.model, "alignment"))
+            peak = round(int(mean.argmax()) * SECONDS_PER_AUDIO_POSITION, 2)
+        stats = getattr(state.runner, "last_stats", None)
+        return StepTrace(
+            step=before.step,
+            position=before.tokens.shape[1] - out.fed,
+            fed=tuple(fed),
+            fed_text=tuple(token_text(tok, t) for t in fed),
+            cache_self=(cache.position,) * cache.n_layer,
+            cache_cross=cache.cross_length,
+            top_k=top_k,
+            processors=describe_processors(self.task.processors, out.processor_masks, forced, src, top_k),
+            token=token,
+            forced=was_forced,
+            cumulative_logprob=float(state.sum_logprobs[0]),
+            finished=state.completed,
+            stop_reason=self._stop_reason(),
+            time_ms=ms,
+            beams=beams,
+            beam_finished=beam_finished,
+            no_speech_prob=self.no_speech_prob if before.step == 0 else None,
+            activations=None if stats is None else tuple(stats),
+            cross_attention=attention,
+            attention_peak_s=peak,
+        )
+
+    # -- inspection -----------------------------------------------------------------------------------------
+    def step_attention(self, step: int = -1, heads: str | Tensor = "alignment") -> Tensor:
+        """A recorded step's cross-attention weights over the audio positions: (S,) averaged over the selected
+        heads ("alignment" or "all"), or (L, H, S) with heads=None. Needs record_attention=True."""
+        weights = self.traces[step].cross_attention
+        if weights is None:
+            raise ValueError(
+                "cross-attention was not recorded: create the session with record_attention=True"
+            )
+        return weights if heads is None else mean_over_heads(weights, head_mask(self.model, heads))
+
+    def attention_map(self, heads: str | Tensor = "alignment") -> tuple[Tensor, list[str]]:
+        """Cross-attention of the decoded tokens (the result when finished, else row 0 so far) over the audio:
+        ((n_tokens, n_audio_ctx) weights averaged over the heads, token labels). Row i is the attention of the
+        query that chose token i. Computed in one uncached decoder pass, so it works for every mode."""
+        if self.finished:
+            sampled = list(self.result.tokens)
+            if self._stop_reason() == "eot":
+                sampled.append(self.tokenizer.eot)
+        else:
+            sampled = self.tokens
+        tokens = list(self.state.tokens[0, : self.sample_begin].tolist()) + sampled
+        weights = cross_attention_map(self.model, self.audio_features[0], tokens, self.sample_begin, heads)
+        return weights, [token_text(self.tokenizer, t) for t in sampled]
+
+    def __repr__(self) -> str:
+        mode = f"beam_size={self.options.beam_size}" if self.is_beam_search else "greedy"
+        return (
+            f"DecodeSession({mode}, kv_cache={self.options.kv_cache!r}, steps={len(self.traces)}, "
+            f"finished={self.finished}, text={self.text!r})"
+        )
+
+
+# -- building a session ------------------------------------------------------------------------------------
+def window_mel(model: Whisper, audio_or_mel: Any, window: int | None = None) -> tuple[Tensor, float | None]:
+    """The encoder input of one window, and the seconds of real audio in it (None when unknown).
+
+    - a mel (n_mels, 3000) or audio features (n_audio_ctx, n_audio_state): used as they are (window must be
+      None or 0);
+    - audio (a path, bytes, a file object, or a 16 kHz waveform) with window=None: the first 30 s, as
+      `model.decode(log_mel_spectrogram(pad_or_trim(audio)))` reads it;
+    - audio with window=N: the N-th 30 s window (seek = N * 3000 frames) of the whole-file mel, as the
+      long-form decoder cuts it (`MelWindows`: normalized over the whole file, the window zero-padded).
+    """
+    d = model.dims
+    if isinstance(audio_or_mel, np.ndarray):
+        audio_or_mel = torch.from_numpy(np.ascontiguousarray(audio_or_mel))
+    if isinstance(audio_or_mel, Tensor) and audio_or_mel.dim() == 2:
+        shapes = {(d.n_mels, N_FRAMES), (d.n_audio_ctx, d.n_audio_state)}
+        if tuple(audio_or_mel.shape) not in shapes:
+            raise ValueError(
+                f"a 2-D input must be a mel ({d.n_mels}, {N_FRAMES}) or audio features "
+                f"({d.n_audio_ctx}, {d.n_audio_state}), not {tuple(audio_or_mel.shape)}"
+            )
+        if window:
+            raise ValueError(
+                "window selects a window of an audio file; a mel or features are used as they are"
+            )
+        return audio_or_mel.float() if audio_or_mel.dtype == torch.float64 else audio_or_mel, None
+    if isinstance(audio_or_mel, Tensor) and audio_or_mel.dim() != 1:
+        raise ValueError(f"audio must be a mono waveform (n_samples,), not shape {tuple(audio_or_mel.shape)}")
+    if isinstance(audio_or_mel, (str, Path)) or not isinstance(audio_or_mel, Tensor):
+        audio = torch.from_numpy(load_audio(audio_or_mel))
+    else:
+        audio = audio_or_mel.float()
+    seconds = audio.shape[0] / SAMPLE_RATE
+    if window is None:
+        mel = log_mel_spectrogram(pad_or_trim(audio, N_SAMPLES), d.n_mels)
+        return mel, min(seconds, float(CHUNK_LENGTH))
+    if window < 0:
+        raise ValueError(f"window must be >= 0, not {window}")
+    windows = MelWindows(audio, d.n_mels)
+    seek = window * N_FRAMES
+    if seek > 0 and seek >= windows.content_frames:
+        n = max(1, math.ceil(windows.content_frames / N_FRAMES))
+        raise ValueError(
+            f"window {window} is past the end: the audio ({windows.duration:.2f} s) has {n} window(s)"
+        )
+    size = windows.segment_size(seek)
+    return windows.window(seek), size / (N_FRAMES / CHUNK_LENGTH)
+
+
+def decode_session(
+    model: Whisper,
+    audio_or_mel: Any,
+    options: DecodingOptions | None = None,
+    *,
+    top_k: int = 5,
+    window: int | None = None,
+    record_activations: bool = False,
+    record_attention: bool = False,
+) -> DecodeSession:
+    """A step-through decode of one 30-second window (see `window_mel` for what audio_or_mel may be).
+
+    top_k: raw candidates reported per step. record_activations: encoder and decoder per-block statistics.
+    record_attention: each step's cross-attention weights (all heads) in `StepTrace.cross_attention`.
+    """
+    mel, seconds = window_mel(model, audio_or_mel, window)
+    return DecodeSession(
+        model,
+        mel,
+        options,
+        top_k=top_k,
+        record_activations=record_activations,
+        record_attention=record_attention,
+        window=window,
+        audio_seconds=seconds,
+    )

@@ -1,0 +1,756 @@
+"""Long-form transcription: a seek loop over 30-second windows, with the reference's semantics.
+
+``transcribe(model, audio, ...)`` follows openai-whisper's ``transcribe()`` (same options, defaults and
+decisions, so ``result.to_dict()`` equals the reference's result dict on the same weights), split into pieces:
+
+- ``whole_file_mel``: the log-Mel spectrogram of the whole file plus 30 s of zeros, computed once, in chunks
+  (bit-identical to one whole-file STFT, without its memory peak); windows are slices of it.
+- ``decode_with_fallback`` + ``FallbackPolicy``: decode a window at each temperature in turn until the result
+  is neither too repetitive (gzip compression ratio) nor too improbable (average log-probability), unless the
+  window is judged silent; ``FallbackPolicy.is_silence`` is the no-speech skip.
+- ``cut_window``: cut a window's tokens into segments at consecutive timestamp tokens and say how far to
+  seek: to the window end after a single trailing timestamp, else to the last complete timestamp pair.
+- ``timing.add_word_timestamps`` (word_timestamps=True), then ``skip_hallucinations``
+  (hallucination_silence_threshold).
+- ``SeekLoop``: the state that runs from window to window (seek, prompt tokens, segments).
+
+The seek always moves forward: a window that would not advance it (only possible with unusual models or
+options) is consumed whole, clip ends are clamped to the audio, so every input terminates.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+import tqdm
+
+from ..audio import (
+    FRAMES_PER_SECOND,
+    HOP_LENGTH,
+    N_FFT,
+    N_FRAMES,
+    N_SAMPLES,
+    SAMPLE_RATE,
+    load_audio,
+    mel_filters,
+    pad_or_trim,
+)
+from ..output import format_timestamp, get_end, make_safe
+from ..tokenizer import LANGUAGES
+from .decoding import DecodingOptions, DecodingResult, task_tokenizer
+from .timing import APPEND_PUNCTUATIONS, PREPEND_PUNCTUATIONS, Word, add_word_timestamps, words_from_dicts
+
+if TYPE_CHECKING:
+    from ..tokenizer import Tokenizer
+    from .model import Whisper
+
+DEFAULT_TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+PUNCTUATION = "\"'“¿([{-\"'.。,，!！?？:：”)]}、"  # words that do not count in hallucination scores
+MEL_CHUNK_FRAMES = 6000  # mel frames computed per STFT call (1 minute of audio)
+
+__all__ = [
+    "DEFAULT_TEMPERATURES",
+    "FallbackPolicy",
+    "Segment",
+    "SeekLoop",
+    "TranscriptionResult",
+    "WindowCut",
+    "Word",
+    "cut_window",
+    "decode_with_fallback",
+    "parse_clip_timestamps",
+    "skip_hallucinations",
+    "transcribe",
+    "whole_file_mel",
+]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# results
+
+
+@dataclass(frozen=True)
+class Segment:
+    """A stretch of transcript cut at timestamp tokens. Times are seconds from the start of the audio."""
+
+    id: int
+    seek: int  # mel frame where the window that produced it starts
+    start: float
+    end: float
+    text: str
+    tokens: tuple[int, ...]  # text and timestamp tokens
+    temperature: float  # of the decode that produced it
+    avg_logprob: float
+    compression_ratio: float
+    no_speech_prob: float
+    words: tuple[Word, ...] | None = (
+        None  # with word_timestamps (or () for a cleared segment, as the reference)
+    )
+
+    def to_dict(self) -> dict:
+        d = {
+            "id": self.id,
+            "seek": self.seek,
+            "start": self.start,
+            "end": self.end,
+            "text": self.text,
+            "tokens": list(self.tokens),
+            "temperature": self.temperature,
+            "avg_logprob": self.avg_logprob,
+            "compression_ratio": self.compression_ratio,
+            "no_speech_prob": self.no_speech_prob,
+        }
+        if self.words is not None:
+            d["words"] = [w.to_dict() for w in self.words]
+        return d
+
+
+@dataclass(frozen=True)
+class TranscriptionResult:
+    """The transcript, its segments, and the language (given, detected, or "en" for English-only models)."""
+
+    text: str
+    segments: tuple[Segment, ...]
+    language: str
+
+    def to_dict(self) -> dict:
+        """The reference's result dict: ``{"text", "segments": [...], "language"}``."""
+        return {
+            "text": self.text,
+            "segments": [s.to_dict() for s in self.segments],
+            "language": self.language,
+        }
+
+    def __getitem__(self, key: str) -> Any:
+        """``result["text"]`` etc., for code written against the reference's dict."""
+        if key not in ("text", "segments", "language"):
+            raise KeyError(key)
+        return self.to_dict()[key] if key == "segments" else getattr(self, key)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# features
+
+
+def _samples(audio: Any) -> torch.Tensor:
+    """A 1-D float32 CPU waveform from a path / bytes / file object (decoded) or a 16 kHz array or tensor."""
+    if isinstance(audio, torch.Tensor) and audio.ndim == 1 and audio.is_floating_point():
+        return audio.detach().cpu().float()  # used as given, like the reference
+    if isinstance(audio, np.ndarray) and audio.ndim == 1 and np.issubdtype(audio.dtype, np.floating):
+        return torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32))
+    return torch.from_numpy(load_audio(audio))  # decodes, or scales PCM integers / downmixes channels
+
+
+def whole_file_mel(audio: Any, n_mels: int = 80, chunk_frames: int = MEL_CHUNK_FRAMES) -> torch.Tensor:
+    """Log-Mel of the whole waveform plus N_SAMPLES zeros, (n_mels, n_samples // HOP_LENGTH + N_FRAMES).
+
+    Bit-identical to ``log_mel_spectrogram(audio, n_mels, padding=N_SAMPLES)`` (the STFT is frame-local, so
+    it is computed ``chunk_frames`` frames at a time; the global max floor is applied at the end), but the
+    peak memory is the output plus one chunk instead of several whole-file complex spectra.
+    """
+    x = _samples(audio)
+    n = x.shape[0]
+    n_frames = (n + N_SAMPLES) // HOP_LENGTH
+    half = N_FFT // 2
+    window = torch.hann_window(N_FFT)
+    filters = mel_filters("cpu", n_mels)
+    # the padded signal of torch.stft(center=True): `half` reflected samples, x, N_SAMPLES zeros (+ `half`)
+    head = torch.nn.functional.pad(x[: half + 1], (0, max(0, half + 1 - n)))
+    reflected = head.flip(0)[:half]  # head[half], ..., head[1]
+
+    def padded(lo: int, hi: int) -> torch.Tensor:
+        """Samples [lo, hi) of the padded signal."""
+        parts = []
+        if lo < half:
+            parts.append(reflected[lo : min(hi, half)])
+            lo = half
+        if lo < hi:
+            a, b = lo - half, hi - half
+            if a < n:
+                parts.append(x[a : min(b, n)])
+            if b > n:
+                parts.append(torch.zeros(b - max(a, n)))
+        return torch.cat(parts) if len(parts) > 1 else parts[0]
+
+    mel = torch.empty(n_mels, n_frames)
+    for a in range(0, n_frames, chunk_frames):
+        b = min(n_frames, a + chunk_frames)
+        chunk = padded(a * HOP_LENGTH, (b - 1) * HOP_LENGTH + N_FFT)
+        stft = torch.stft(chunk, N_FFT, HOP_LENGTH, window=window, center=False, return_complex=True)
+        mel[:, a:b] = torch.clamp(filters @ stft.abs() ** 2, min=1e-10).log10()
+    floor = mel.max() - 8.0
+    torch.maximum(mel, floor, out=mel)
+    return mel.add_(4.0).div_(4.0)
+
+
+def parse_clip_timestamps(
+    clip_timestamps: str | Sequence[float], content_frames: int
+) -> list[tuple[int, int]]:
+    """``"start,end,start,end,..."`` seconds (or a list) -> [(start_frame, end_frame)]; a missing last end is
+    the end of the audio, ends past it are clamped to it."""
+    if isinstance(clip_timestamps, str):
+        clip_timestamps = [float(ts) for ts in clip_timestamps.split(",")] if clip_timestamps.strip() else []
+    points = [round(float(ts) * FRAMES_PER_SECOND) for ts in clip_timestamps]
+    if any(p < 0 for p in points):
+        raise ValueError(f"clip_timestamps must be non-negative, got {list(clip_timestamps)}")
+    if not points:
+        points.append(0)
+    if len(points) % 2 == 1:
+        points.append(content_frames)
+    return [(start, min(end, content_frames)) for start, end in zip(points[::2], points[1::2])]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# decoding a window
+
+
+@dataclass(frozen=True)
+class FallbackPolicy:
+    """When a window's decode is retried at the next temperature, and when a window counts as silence."""
+
+    temperatures: tuple[float, ...] = DEFAULT_TEMPERATURES
+    compression_ratio_threshold: float | None = 2.4
+    logprob_threshold: float | None = -1.0
+    no_speech_threshold: float | None = 0.6
+
+    def __post_init__(self) -> None:
+        if len(self.temperatures) == 0:
+            raise ValueError("temperature: at least one temperature is needed")
+        if any(t < 0 for t in self.temperatures):
+            raise ValueError(f"temperatures must be >= 0, got {self.temperatures}")
+
+    def _low_logprob(self, result: DecodingResult) -> bool:
+        return self.logprob_threshold is not None and result.avg_logprob < self.logprob_threshold
+
+    def needs_fallback(self, result: DecodingResult) -> bool:
+        """Too repetitive or too improbable, and not a silent window (which no temperature would fix)."""
+        too_repetitive = (
+            self.compression_ratio_threshold is not None
+            and result.compression_ratio > self.compression_ratio_threshold
+        )
+        silent = (
+            self.no_speech_threshold is not None
+            and result.no_speech_prob > self.no_speech_threshold
+            and self._low_logprob(result)
+        )
+        return (too_repetitive or self._low_logprob(result)) and not silent
+
+    def is_silence(self, result: DecodingResult) -> bool:
+        """No-speech probability above the threshold, unless the text is probable enough anyway."""
+        if self.no_speech_threshold is None or result.no_speech_prob <= self.no_speech_threshold:
+            return False
+        return not (self.logprob_threshold is not None and result.avg_logprob > self.logprob_threshold)
+
+
+def options_at(options: DecodingOptions, temperature: float) -> DecodingOptions:
+    """The options for one try: beam search only at T = 0, best-of only when sampling (as the reference)."""
+    if temperature > 0:
+        return replace(options, temperature=temperature, beam_size=None, patience=None)
+    return replace(options, temperature=temperature, best_of=None)
+
+
+def decode_with_fallback(
+    model: Whisper, mel: torch.Tensor, options: DecodingOptions, policy: FallbackPolicy
+) -> DecodingResult:
+    """Decode one window (n_mels, N_FRAMES) at each of the policy's temperatures until one is acceptable."""
+    result = None
+    for t in policy.temperatures:
+        result = model.decode(mel, options_at(options, float(t)))
+        if not policy.needs_fallback(result):
+            break
+    return result
+
+
+# ---------------------------------------------------------------------------------------------------------
+# segments of a window
+
+
+@dataclass(frozen=True)
+class Piece:
+    """A segment of a window before it is placed in time: offsets in seconds from the window start."""
+
+    start: float
+    end: float
+    tokens: list[int]
+
+
+@dataclass(frozen=True)
+class WindowCut:
+    pieces: list[Piece]
+    advance: int  # mel frames to move the seek by
+    single_timestamp_ending: bool  # the window ended on one timestamp: nothing is left unfinished
+
+
+def cut_window(
+    tokens: Sequence[int],
+    timestamp_begin: int,
+    segment_size: int,
+    input_stride: int = 2,
+    time_precision: float = 0.02,
+) -> WindowCut:
+    """Cut a window's sampled tokens into segments at each pair of consecutive timestamp tokens.
+
+    - with pairs: one piece per ``<|t0|> text <|t1|>`` run; after a single trailing timestamp the whole window
+      is consumed, otherwise the unfinished tail is dropped and the seek moves to the last timestamp;
+    - without pairs: one piece for the whole window, ending at the last timestamp when there is one, and
+      the whole window is consumed.
+    """
+    tokens = list(tokens)
+    is_ts = [t >= timestamp_begin for t in tokens]
+    single_timestamp_ending = is_ts[-2:] == [False, True]
+    consecutive = [i + 1 for i in range(len(tokens) - 1) if is_ts[i] and is_ts[i + 1]]
+    if consecutive:
+        slices = consecutive + ([len(tokens)] if single_timestamp_ending else [])
+        pieces, last_slice = [], 0
+        for current in slices:
+            sliced = tokens[last_slice:current]
+            start_pos, end_pos = sliced[0] - timestamp_begin, sliced[-1] - timestamp_begin
+            pieces.append(Piece(start_pos * time_precision, end_pos * time_precision, sliced))
+            last_slice = current
+        if single_timestamp_ending:
+            advance = segment_size
+        else:
+            advance = (tokens[last_slice - 1] - timestamp_begin) * input_stride
+        return WindowCut(pieces, advance, single_timestamp_ending)
+
+    duration = segment_size * HOP_LENGTH / SAMPLE_RATE
+    timestamps = [t for t, ts in zip(tokens, is_ts) if ts]
+    if timestamps and timestamps[-1] != timestamp_begin:  # no pair, but a timestamp: the text ends there
+        duration = (timestamps[-1] - timestamp_begin) * time_precision
+    return WindowCut([Piece(0.0, duration, tokens)], segment_size, single_timestamp_ending)
+
+
+@dataclass
+class Draft:
+    """A segment of the current window while word timestamps and the hallucination checks may edit it."""
+
+    seek: int
+    start: float
+    end: float
+    tokens: list[int]
+    text: str
+    result: DecodingResult
+    words: list[dict] | None = None
+
+    def clear(self) -> None:
+        self.text, self.tokens, self.words = "", [], []
+
+    def freeze(self, id: int) -> Segment:
+        r = self.result
+        words = None if self.words is None else words_from_dicts(self.words)
+        return Segment(
+            id,
+            self.seek,
+            float(self.start),
+            float(self.end),
+            self.text,
+            tuple(self.tokens),
+            r.temperature,
+            r.avg_logprob,
+            r.compression_ratio,
+            r.no_speech_prob,
+            words,
+        )
+
+
+# ---------------------------------------------------------------------------------------------------------
+# hallucination_silence_threshold
+
+
+def word_anomaly_score(word: dict) -> float:
+    """How unlike a real word: improbable, very short or very long."""
+    probability = word.get("probability", 0.0)
+    duration = word["end"] - word["start"]
+    score = 0.0
+    if probability < 0.15:
+        score += 1.0
+    if duration < 0.133:
+        score += (0.133 - duration) * 15
+    if duration > 2.0:
+        score += duration - 2.0
+    return score
+
+
+def is_segment_anomaly(segment: Draft | None) -> bool:
+    if segment is None or not segment.words:
+        return False
+    words = [w for w in segment.words if w["word"] not in PUNCTUATION][:8]
+    score = sum(word_anomaly_score(w) for w in words)
+    return score >= 3 or score + 0.01 >= len(words)
+
+
+def _next_words_segment(segments: Sequence[Draft]) -> Draft | None:
+    return next((s for s in segments if s.words), None)
+
+
+@dataclass(frozen=True)
+class Window:
+    """Where the current window lies (frames and seconds)."""
+
+    seek: int
+    segment_size: int  # content frames in the window
+
+    @property
+    def time_offset(self) -> float:
+        return float(self.seek * HOP_LENGTH / SAMPLE_RATE)
+
+    @property
+    def end_time(self) -> float:
+        return float((self.seek + N_FRAMES) * HOP_LENGTH / SAMPLE_RATE)
+
+    @property
+    def duration(self) -> float:
+        return self.segment_size * HOP_LENGTH / SAMPLE_RATE
+
+
+def skip_hallucinations(
+    segments: list[Draft],
+    window: Window,
+    seek: int,
+    *,
+    threshold: float,
+    single_timestamp_ending: bool,
+    last_speech_timestamp: float,
+    content_duration: float,
+    content_frames: int,
+) -> tuple[int, list[Draft], bool]:
+    """The reference's hallucination_silence_threshold logic: (new seek, kept segments, redo).
+
+    redo=True: the window's first words look hallucinated after a long silence; drop the window and decode
+    again from after the silence. Otherwise segments from an anomalous one surrounded by silence (or by
+    more anomalies) onwards are dropped and the seek moves to it.
+    """
+    time_offset = window.time_offset
+    if not single_timestamp_ending:
+        last_word_end = get_end([{"words": s.words or [], "end": s.end} for s in segments])
+        if last_word_end is not None and last_word_end > time_offset:
+            remaining_duration = window.end_time - last_word_end
+            if remaining_duration > threshold:
+                seek = round(last_word_end * FRAMES_PER_SECOND)
+            else:
+                seek = window.seek + window.segment_size
+
+    # if the first segment might be a hallucination, skip the leading silence
+    first_segment = _next_words_segment(segments)
+    if first_segment is not None and is_segment_anomaly(first_segment):
+        gap = first_segment.start - time_offset
+        if gap > threshold:
+            return window.seek + round(gap * FRAMES_PER_SECOND), segments, True
+
+    # skip silence before any possible hallucination surrounded by silence or more hallucinations
+    hal_last_end = last_speech_timestamp
+    for si, segment in enumerate(segments):
+        if not segment.words:
+            continue
+        if is_segment_anomaly(segment):
+            next_segment = _next_words_segment(segments[si + 1 :])
+            hal_next_start = (
+                next_segment.words[0]["start"]
+                if next_segment is not None
+                else (time_offset + window.duration)
+            )
+            silence_before = (
+                segment.start - hal_last_end > threshold
+                or segment.start < threshold
+                or segment.start - time_offset < 2.0
+            )
+            silence_after = (
+                hal_next_start - segment.end > threshold
+                or is_segment_anomaly(next_segment)
+                or window.end_time - segment.end < 2.0
+            )
+            if silence_before and silence_after:
+                seek = round(max(time_offset + 1, segment.start) * FRAMES_PER_SECOND)
+                if content_duration - segment.end < threshold:
+                    seek = content_frames
+                return seek, segments[:si], False
+        hal_last_end = segment.end
+    return seek, segments, False
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the seek loop
+
+
+@dataclass(frozen=True)
+class WordOptions:
+    prepend_punctuations: str = PREPEND_PUNCTUATIONS
+    append_punctuations: str = APPEND_PUNCTUATIONS
+    hallucination_silence_threshold: float | None = None
+
+
+class SeekLoop:
+    """Runs windows from seek to seek; keeps the prompt tokens and the finished segments."""
+
+    def __init__(
+        self,
+        model: Whisper,
+        mel: torch.Tensor,
+        tokenizer: Tokenizer,
+        options: DecodingOptions,
+        policy: FallbackPolicy,
+        *,
+        verbose: bool | None = None,
+        condition_on_previous_text: bool = True,
+        initial_prompt: str | None = None,
+        carry_initial_prompt: bool = False,
+        word_options: WordOptions | None = None,
+    ):
+        self.model, self.mel, self.tokenizer = model, mel, tokenizer
+        self.options, self.policy, self.verbose = options, policy, verbose
+        self.condition_on_previous_text = condition_on_previous_text
+        self.carry_initial_prompt = carry_initial_prompt
+        self.word_options = word_options  # None: no word timestamps
+        self.content_frames = mel.shape[-1] - N_FRAMES
+        self.content_duration = float(self.content_frames * HOP_LENGTH / SAMPLE_RATE)
+        self.input_stride = N_FRAMES // model.dims.n_audio_ctx  # mel frames per audio token: 2
+        self.time_precision = self.input_stride * HOP_LENGTH / SAMPLE_RATE  # seconds per timestamp step: 0.02
+
+        self.initial_prompt_tokens: list[int] = []
+        if initial_prompt is not None:
+            self.initial_prompt_tokens = tokenizer.encode(" " + initial_prompt.strip())
+        self.all_tokens: list[int] = list(self.initial_prompt_tokens)
+        self.remaining_prompt_length = model.dims.n_text_ctx // 2 - 1 - len(self.initial_prompt_tokens)
+        self.prompt_reset_since = 0
+        self.segments: list[Segment] = []
+        self.last_speech_timestamp = 0.0
+
+    # -- pieces ---------------------------------------------------------------------------------------------
+    def window_mel(self, seek: int, clip_end: int) -> tuple[torch.Tensor, int]:
+        """The encoder input at ``seek`` (zero-padded to N_FRAMES) and its content frames."""
+        segment_size = min(N_FRAMES, self.content_frames - seek, clip_end - seek)
+        return pad_or_trim(self.mel[:, seek : seek + segment_size], N_FRAMES), segment_size
+
+    def prompt(self) -> list[int]:
+        """The previous text fed after <|startofprev|> (with the initial prompt first when it is carried)."""
+        if self.carry_initial_prompt:
+            n_ignored = max(len(self.initial_prompt_tokens), self.prompt_reset_since)
+            remaining = self.all_tokens[n_ignored:]
+            remaining = remaining[-self.remaining_prompt_length :] if self.remaining_prompt_length > 0 else []
+            return self.initial_prompt_tokens + remaining
+        return self.all_tokens[self.prompt_reset_since :]
+
+    def drafts(self, cut: WindowCut, window: Window, result: DecodingResult) -> list[Draft]:
+        time_offset = window.time_offset
+        drafts = []
+        for piece in cut.pieces:
+            text = self.tokenizer.decode([t for t in piece.tokens if t < self.tokenizer.eot])
+            drafts.append(
+                Draft(
+                    window.seek,
+                    time_offset + piece.start,
+                    time_offset + piece.end,
+                    piece.tokens,
+                    text,
+                    result,
+                )
+            )
+        return drafts
+
+    def add_words(
+        self, drafts: list[Draft], window: Window, result: DecodingResult, cut: WindowCut, seek: int
+    ) -> tuple[int, list[Draft], bool]:
+        """Word timestamps on the window's segments; returns (seek, segments kept, redo the window)."""
+        wo = self.word_options
+        add_word_timestamps(
+            segments=drafts,
+            model=self.model,
+            tokenizer=self.tokenizer,
+            audio_features=result.audio_features,
+            num_frames=window.segment_size,
+            prepend_punctuations=wo.prepend_punctuations,
+            append_punctuations=wo.append_punctuations,
+            last_speech_timestamp=self.last_speech_timestamp,
+        )
+        if not cut.single_timestamp_ending:  # seek to the end of the last word
+            last_word_end = _drafts_end(drafts)
+            if last_word_end is not None and last_word_end > window.time_offset:
+                seek = round(last_word_end * FRAMES_PER_SECOND)
+        redo = False
+        if wo.hallucination_silence_threshold is not None:
+            seek, drafts, redo = skip_hallucinations(
+                drafts,
+                window,
+                seek,
+                threshold=wo.hallucination_silence_threshold,
+                single_timestamp_ending=cut.single_timestamp_ending,
+                last_speech_timestamp=self.last_speech_timestamp,
+                content_duration=self.content_duration,
+                content_frames=self.content_frames,
+            )
+        if not redo:
+            last_word_end = _drafts_end(drafts)
+            if last_word_end is not None:
+                self.last_speech_timestamp = last_word_end
+        return seek, drafts, redo
+
+    def commit(self, drafts: list[Draft], result: DecodingResult) -> None:
+        """Print, clear empty segments, append them, and update the prompt."""
+        if self.verbose:
+            for d in drafts:
+                print(make_safe(f"[{format_timestamp(d.start)} --> {format_timestamp(d.end)}] {d.text}"))
+        for d in drafts:  # an instantaneous or textless segment is kept, emptied
+            if d.start == d.end or d.text.strip() == "":
+                d.clear()
+        for d in drafts:
+            self.segments.append(d.freeze(len(self.segments)))
+            self.all_tokens.extend(d.tokens)
+        if not self.condition_on_previous_text or result.temperature > 0.5:
+            self.prompt_reset_since = len(self.all_tokens)  # no prompt after a high-temperature decode
+
+    # -- the loop -------------------------------------------------------------------------------------------
+    def step(self, seek: int, clip_end: int) -> int:
+        """Decode the window at ``seek``; returns the next seek (always > seek)."""
+        mel_segment, segment_size = self.window_mel(seek, clip_end)
+        window = Window(seek, segment_size)
+        result = decode_with_fallback(
+            self.model, mel_segment, replace(self.options, prompt=self.prompt()), self.policy
+        )
+        if self.policy.is_silence(result):
+            return seek + segment_size  # fast-forward past the silent window
+        cut = cut_window(
+            result.tokens,
+            self.tokenizer.timestamp_begin,
+            segment_size,
+            self.input_stride,
+            self.time_precision,
+        )
+        drafts = self.drafts(cut, window, result)
+        next_seek = seek + cut.advance
+        if self.word_options is not None:
+            next_seek, drafts, redo = self.add_words(drafts, window, result, cut, next_seek)
+            if redo:
+                return next_seek if next_seek > seek else seek + segment_size
+        self.commit(drafts, result)
+        return next_seek if next_seek > seek else seek + segment_size  # the seek always advances
+
+    def run(self, clips: list[tuple[int, int]]) -> list[Segment]:
+        with tqdm.tqdm(total=self.content_frames, unit="frames", disable=self.verbose is not False) as pbar:
+            seek = 0
+            for clip_start, clip_end in clips:
+                seek = max(seek, clip_start)
+                while seek < clip_end:
+                    previous_seek = seek
+                    seek = self.step(seek, clip_end)
+                    pbar.update(min(self.content_frames, seek) - previous_seek)
+        return self.segments
+
+    @property
+    def text(self) -> str:
+        return self.tokenizer.decode(self.all_tokens[len(self.initial_prompt_tokens) :])
+
+
+def _drafts_end(drafts: list[Draft]) -> float | None:
+    """End of the last word, else of the last segment."""
+    return get_end([{"words": d.words or [], "end": d.end} for d in drafts])
+
+
+# ---------------------------------------------------------------------------------------------------------
+# entry point
+
+
+def _language(model: Whisper, mel: torch.Tensor, language: str | None, verbose: bool | None) -> str:
+    """The language to transcribe: "en" for English-only models, else the given one or the detected one."""
+    if not model.is_multilingual:
+        if language not in (None, "en", "english", "English"):
+            warnings.warn(
+                f"this model is English-only; transcribing as English, not {language!r}", stacklevel=3
+            )
+        return "en"
+    if language is not None:
+        from ..tokenizer import normalize_language
+
+        return normalize_language(language)
+    if verbose:
+        print("Detecting language using up to the first 30 seconds. Use `--language` to specify the language")
+    _, probs = model.detect_language(pad_or_trim(mel, N_FRAMES))
+    detected = max(probs, key=probs.get)
+    if verbose is not None:
+        print(f"Detected language: {LANGUAGES[detected].title()}")
+    return detected
+
+
+def transcribe(
+    model: Whisper,
+    audio: Any,
+    *,
+    verbose: bool | None = None,
+    temperature: float | Sequence[float] = DEFAULT_TEMPERATURES,
+    compression_ratio_threshold: float | None = 2.4,
+    logprob_threshold: float | None = -1.0,
+    no_speech_threshold: float | None = 0.6,
+    condition_on_previous_text: bool = True,
+    initial_prompt: str | None = None,
+    carry_initial_prompt: bool = False,
+    word_timestamps: bool = False,
+    prepend_punctuations: str = PREPEND_PUNCTUATIONS,
+    append_punctuations: str = APPEND_PUNCTUATIONS,
+    clip_timestamps: str | Sequence[float] = "0",
+    hallucination_silence_threshold: float | None = None,
+    **decode_options,
+) -> TranscriptionResult:
+    """Transcribe a whole recording, 30 seconds at a time (openai-whisper's ``transcribe()``).
+
+    audio: a path (any format FFmpeg reads), bytes, a binary file object, or a 16 kHz mono waveform
+        (numpy array or tensor, used as given).
+    verbose: True prints each segment as it is decoded; False shows a progress bar; None is silent.
+    temperature: one temperature or the fallback sequence, tried in order while a decode fails the
+        thresholds: gzip compression ratio above ``compression_ratio_threshold`` (repetition) or average
+        log-probability below ``logprob_threshold``; a window whose no-speech probability is above
+        ``no_speech_threshold`` with a low log-probability is silence: skipped, no fallback.
+    condition_on_previous_text: feed the previous text as the prompt (reset after a decode at T > 0.5).
+    initial_prompt: text fed as the prompt of the first window (of every window with carry_initial_prompt).
+    word_timestamps: per-word start / end / probability from cross-attention DTW; segments' edges follow
+        the words, and the seek moves to the last word's end.
+    prepend_punctuations / append_punctuations: merged into the following / preceding word.
+    clip_timestamps: "start,end,start,end,..." seconds (or a list): only these clips are transcribed.
+    hallucination_silence_threshold: with word timestamps, skip silences longer than this (seconds) around
+        segments that look hallucinated.
+    decode_options: DecodingOptions fields (language, task, beam_size, best_of, patience, length_penalty,
+        suppress_tokens, ...); ``fp16`` is accepted and ignored (the model's dtype was chosen at load).
+
+    Returns a TranscriptionResult; ``.to_dict()`` is the reference's result dict.
+    """
+    decode_options = dict(decode_options)
+    decode_options.pop("fp16", None)
+    for key in ("temperature", "prompt"):
+        if key in decode_options:
+            raise TypeError(f"{key!r} is set by transcribe() itself")
+    temperatures = (temperature,) if isinstance(temperature, int | float) else tuple(temperature)
+    policy = FallbackPolicy(
+        tuple(float(t) for t in temperatures),
+        compression_ratio_threshold,
+        logprob_threshold,
+        no_speech_threshold,
+    )
+
+    mel = whole_file_mel(audio, model.dims.n_mels)
+    language = _language(model, mel, decode_options.get("language"), verbose)
+    options = DecodingOptions(**{**decode_options, "language": language})
+    tokenizer = task_tokenizer(model, language, options.task)
+    if word_timestamps and options.task == "translate":
+        warnings.warn("Word-level timestamps on translations may not be reliable.", stacklevel=2)
+
+    word_options = None
+    if word_timestamps:
+        word_options = WordOptions(prepend_punctuations, append_punctuations, hallucination_silence_threshold)
+    loop = SeekLoop(
+        model,
+        mel,
+        tokenizer,
+        options,
+        policy,
+        verbose=verbose,
+        condition_on_previous_text=condition_on_previous_text,
+        initial_prompt=initial_prompt,
+        carry_initial_prompt=carry_initial_prompt,
+        word_options=word_options,
+    )
+    with torch.no_grad():
+        segments = loop.run(parse_clip_timestamps(clip_timestamps, loop.content_frames))
+    return TranscriptionResult(loop.text, tuple(segments), language)

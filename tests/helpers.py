@@ -1,0 +1,166 @@
+"""Test helpers: tiny random-weight models (ours and the reference's with the same numbers)."""
+
+from __future__ import annotations
+
+import torch
+
+from kvwhisper.engine import ModelDims, Whisper
+
+N_VOCAB_EN = 51864
+N_VOCAB_MULTI = 51865
+
+
+def tiny_dims(n_vocab: int = N_VOCAB_EN, n_mels: int = 80) -> ModelDims:
+    """Small widths, the real vocabulary and context sizes (the tokenizer and mel frames stay real)."""
+    return ModelDims(
+        n_mels=n_mels,
+        n_audio_ctx=1500,
+        n_audio_state=64,
+        n_audio_head=2,
+        n_audio_layer=2,
+        n_vocab=n_vocab,
+        n_text_ctx=448,
+        n_text_state=64,
+        n_text_head=4,
+        n_text_layer=2,
+    )
+
+
+def tiny_random_model(
+    seed: int = 0, n_vocab: int = N_VOCAB_EN, dtype: torch.dtype = torch.float32
+) -> Whisper:
+    """A Whisper of tiny_dims with random weights scaled so that logits are peaked (decodes are not all ties)."""
+    torch.manual_seed(seed)
+    model = Whisper(tiny_dims(n_vocab))
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("positional_embedding"):
+                p.normal_(0, 0.5)
+            elif p.dim() >= 2:
+                p.normal_(0, 1.0 / p.shape[-1] ** 0.5 * (4.0 if "token_embedding" in name else 1.0))
+            elif name.endswith("bias"):
+                p.normal_(0, 0.02)
+    return model.set_dtype(dtype).eval()
+
+
+def random_mel(seed: int = 0, n: int = 1, n_mels: int = 80) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, n_mels, 3000, generator=g) * 0.5
+
+
+def reference_copy(model: Whisper):
+    """The reference's Whisper (openai-whisper) holding exactly our weights."""
+    import whisper.model
+
+    ref = whisper.model.Whisper(whisper.model.ModelDimensions(**model.dims.to_dict()))
+    ref.load_state_dict({k: v.float() for k, v in model.state_dict().items()})
+    return ref.eval()
+
+
+# -- a CTranslate2 model.bin writer (tests only: the loader must read what the real converter writes) -------
+
+_CT2_TYPE = {"float32": 0, "int8": 1, "int16": 2, "float16": 4}
+
+
+def _ct2_string(s: str) -> bytes:
+    import struct
+
+    b = s.encode() + b"\0"
+    return struct.pack("<H", len(b)) + b
+
+
+def _ct2_variables(model: Whisper) -> dict:
+    """CTranslate2 names -> tensors, with fused [q; k; v] / [k; v] projections (key bias zeros)."""
+    s = {k: v.detach().float() for k, v in model.state_dict().items()}
+    d = model.dims
+    out = {}
+
+    def lin(dst, src, bias=True):
+        out[f"{dst}/weight"] = s[f"{src}.weight"]
+        if bias:
+            out[f"{dst}/bias"] = s[f"{src}.bias"]
+
+    def norm(dst, src):
+        out[f"{dst}/gamma"], out[f"{dst}/beta"] = s[f"{src}.weight"], s[f"{src}.bias"]
+
+    def fused(dst, srcs):
+        out[f"{dst}/weight"] = torch.cat([s[f"{p}.weight"] for p in srcs])
+        out[f"{dst}/bias"] = torch.cat(
+            [s[f"{p}.bias"] if f"{p}.bias" in s else torch.zeros(s[f"{p}.weight"].shape[0]) for p in srcs]
+        )
+
+    for side, n in (("encoder", d.n_audio_layer), ("decoder", d.n_text_layer)):
+        for i in range(n):
+            src, dst = f"{side}.blocks.{i}", f"{side}/layer_{i}"
+            norm(f"{dst}/self_attention/layer_norm", f"{src}.attn_ln")
+            fused(
+                f"{dst}/self_attention/linear_0",
+                [f"{src}.attn.query", f"{src}.attn.key", f"{src}.attn.value"],
+            )
+            lin(f"{dst}/self_attention/linear_1", f"{src}.attn.out")
+            if side == "decoder":
+                norm(f"{dst}/attention/layer_norm", f"{src}.cross_attn_ln")
+                lin(f"{dst}/attention/linear_0", f"{src}.cross_attn.query")
+                fused(f"{dst}/attention/linear_1", [f"{src}.cross_attn.key", f"{src}.cross_attn.value"])
+                lin(f"{dst}/attention/linear_2", f"{src}.cross_attn.out")
+            norm(f"{dst}/ffn/layer_norm", f"{src}.mlp_ln")
+            lin(f"{dst}/ffn/linear_0", f"{src}.mlp.0")
+            lin(f"{dst}/ffn/linear_1", f"{src}.mlp.2")
+    lin("encoder/conv1", "encoder.conv1")
+    lin("encoder/conv2", "encoder.conv2")
+    out["encoder/position_encodings/encodings"] = s["encoder.positional_embedding"]
+    norm("encoder/layer_norm", "encoder.ln_post")
+    out["decoder/embeddings/weight"] = s["decoder.token_embedding.weight"]
+    out["decoder/position_encodings/encodings"] = s["decoder.positional_embedding"]
+    norm("decoder/layer_norm", "decoder.ln")
+    return out
+
+
+def write_ct2(model: Whisper, folder, dtype: str = "float16", tokenizer_json=None) -> None:
+    """Write `model` as a CTranslate2 folder (binary version 6). dtype: float32, float16 or int8 (per-row scales)."""
+    import json
+    import shutil
+    import struct
+    from pathlib import Path
+
+    import numpy as np
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    entries = []  # (name, array, type name)
+    for name, t in _ct2_variables(model).items():
+        if dtype == "int8" and name.endswith("/weight") and t.dim() == 2 and "embeddings" not in name:
+            scale = 127.0 / t.abs().amax(dim=1).clamp(min=1e-8)
+            entries.append((name, torch.round(t * scale[:, None]).to(torch.int8).numpy(), "int8"))
+            entries.append((name + "_scale", scale.numpy().astype(np.float32), "float32"))
+        else:
+            np_dtype = np.float16 if dtype == "float16" else np.float32
+            entries.append((name, t.numpy().astype(np_dtype), "float16" if dtype == "float16" else "float32"))
+    entries.append(("encoder/num_heads", np.array(model.dims.n_audio_head, dtype=np.int16), "int16"))
+    entries.append(("decoder/num_heads", np.array(model.dims.n_text_head, dtype=np.int16), "int16"))
+    blob = (
+        struct.pack("<I", 6)
+        + _ct2_string("WhisperSpec")
+        + struct.pack("<I", 3)
+        + struct.pack("<I", len(entries))
+    )
+    for name, arr, type_name in entries:
+        raw = np.ascontiguousarray(arr).tobytes()
+        blob += (
+            _ct2_string(name)
+            + struct.pack("<B", arr.ndim)
+            + b"".join(struct.pack("<I", x) for x in arr.shape)
+        )
+        blob += struct.pack("<B", _CT2_TYPE[type_name]) + struct.pack("<I", len(raw)) + raw
+    blob += (
+        struct.pack("<I", 1)
+        + _ct2_string("decoder/projection/weight")
+        + _ct2_string("decoder/embeddings/weight")
+    )
+    (folder / "model.bin").write_bytes(blob)
+    heads = model.alignment_heads.nonzero().tolist()
+    (folder / "config.json").write_text(
+        json.dumps({"alignment_heads": heads, "lang_ids": [], "suppress_ids": []})
+    )
+    if tokenizer_json is not None:
+        shutil.copy(tokenizer_json, folder / "tokenizer.json")

@@ -1,0 +1,337 @@
+"""Engine tests on tiny random weights: the cache, each logits processor, the choosers, and equivalences.
+
+Fast (seconds): no real weights needed. Real-weight parity with the reference is in test_parity.py.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import FrozenInstanceError
+
+import pytest
+import torch
+from helpers import random_mel, reference_copy, tiny_random_model
+
+from kvwhisper.engine import DecodingOptions, KVCache, decode
+from kvwhisper.engine.choosers import BeamSearchChooser, GreedyChooser, rank_candidates
+from kvwhisper.engine.decoding import DecodingTask
+from kvwhisper.engine.logits import ApplyTimestampRules, SuppressBlank, SuppressTokens
+
+NEG = float("-inf")
+
+
+@pytest.fixture(scope="module")
+def model():
+    return tiny_random_model(0)
+
+
+@pytest.fixture(scope="module")
+def mels():
+    return random_mel(1, n=3)
+
+
+# -- KV cache ---------------------------------------------------------------------------------------------
+
+
+def test_cache_write_advance_rewind_reorder():
+    cache = KVCache(n_layer=2, batch=3, n_head=2, head_dim=4, capacity=8)
+    assert cache.self_k.shape == (2, 3, 2, 8, 4) and cache.position == 0 and not cache.has_cross
+    for row in range(3):  # write distinct values per row at positions 0..2
+        cache.self_k[:, row, :, :3] = row + 1
+        cache.self_v[:, row, :, :3] = -(row + 1)
+    cache.advance(3)
+    cache.reorder(torch.tensor([2, 2, 0]))
+    assert cache.self_k[:, 0, :, :3].eq(3).all() and cache.self_k[:, 1, :, :3].eq(3).all()
+    assert cache.self_k[:, 2, :, :3].eq(1).all() and cache.self_v[:, 2, :, :3].eq(-1).all()
+    assert cache.self_k[:, :, :, 3:].eq(0).all()  # only the filled prefix moves
+    cache.rewind(1)
+    assert cache.position == 1
+    with pytest.raises(ValueError, match="cannot rewind"):
+        cache.rewind(2)
+    with pytest.raises(ValueError, match="KV cache full"):
+        cache.advance(8)
+    cache.set_cross(torch.zeros(2, 1, 2, 5, 4), torch.zeros(2, 1, 2, 5, 4))
+    assert cache.lengths() == {"self": 1, "cross": 5, "layers": 2}
+    cache.reset()
+    assert cache.position == 0 and not cache.has_cross
+
+
+def test_cache_is_written_in_place_not_reallocated(model, mels):
+    """The static buffers are the same storage before and after decoding steps."""
+    task = DecodingTask(model, DecodingOptions(sample_len=4))
+    features = task.audio_features(mels[:1])
+    state = task.start(features, torch.tensor([task.initial_tokens]))
+    ptr = state.runner.cache.self_k.data_ptr()
+    for _ in range(3):
+        task.step(state)
+    assert state.runner.cache.self_k.data_ptr() == ptr
+    assert state.runner.cache.position == len(task.initial_tokens) + 2  # the last chosen token is not fed yet
+
+
+def test_cross_kv_shared_across_beams_not_copied(model, mels):
+    task = DecodingTask(model, DecodingOptions(beam_size=4, sample_len=3))
+    features = task.audio_features(mels[:2])
+    state = task.start(features, torch.tensor([task.initial_tokens] * 2))
+    cache = state.runner.cache
+    assert cache.batch == 8 and cache.cross_k.shape[1] == 2  # 2 windows x 4 beams; cross K/V once per window
+
+
+# -- equivalences at tiny random sizes ---------------------------------------------------------------------
+
+
+def test_decoder_matches_reference_implementation(model, mels):
+    """Same random weights in the reference's model: identical logits (the architecture is the same)."""
+    ref = reference_copy(model)
+    tokens = torch.tensor([[50257, 50362, 400, 1000, 2000, 13]])
+    with torch.no_grad():
+        ours = model(mels[:1], tokens)
+        theirs = ref(mels[:1], tokens)
+    torch.testing.assert_close(ours, theirs, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("mode", ["self_only", "none"])
+def test_cache_modes_identical(model, mels, mode):
+    opts = dict(sample_len=12, without_timestamps=False)
+    full = decode(model, mels, DecodingOptions(**opts))
+    other = decode(model, mels, DecodingOptions(kv_cache=mode, **opts))
+    for a, b in zip(full, other):
+        assert a.tokens == b.tokens
+        assert math.isclose(a.avg_logprob, b.avg_logprob, abs_tol=1e-4)
+
+
+def test_cached_logits_equal_uncached_forward(model, mels):
+    """Step-by-step cached logits equal a single uncached forward over the same tokens."""
+    tokens = torch.tensor([[50257, 50362, 400, 1000, 2000, 13, 99, 7]])
+    features = model.embed_audio(mels[:1])
+    with torch.no_grad():
+        full = model.logits(tokens, features)
+        cache = model.new_cache(1)
+        model.fill_cross(cache, features)
+        first, _ = model.decoder(tokens[:, :3], cache)
+        steps = [model.decoder(tokens[:, i : i + 1], cache)[0] for i in range(3, tokens.shape[1])]
+    torch.testing.assert_close(torch.cat([first, *steps], dim=1), full, atol=1e-4, rtol=1e-4)
+
+
+def test_multi_token_feed_after_prefix_is_causal(model, mels):
+    """Feeding several tokens at a non-zero position (the masked path) equals feeding them one by one."""
+    tokens = torch.tensor([[50257, 50362, 400, 1000, 2000, 13]])
+    features = model.embed_audio(mels[:1])
+    with torch.no_grad():
+        c1 = model.new_cache(1)
+        model.fill_cross(c1, features)
+        model.decoder(tokens[:, :2], c1)
+        chunk, _ = model.decoder(tokens[:, 2:], c1)
+        full = model.logits(tokens, features)
+    torch.testing.assert_close(chunk, full[:, 2:], atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("beam_size", [None, 3])
+def test_batch_equals_single(model, mels, beam_size):
+    opts = DecodingOptions(sample_len=10, beam_size=beam_size)
+    batch = decode(model, mels, opts)
+    for i in range(mels.shape[0]):
+        single = decode(model, mels[i], opts)
+        assert single.tokens == batch[i].tokens
+
+
+def test_beam_search_matches_reference(model, mels):
+    import whisper
+
+    ref = reference_copy(model)
+    for i in range(2):
+        ours = decode(model, mels[i], DecodingOptions(beam_size=4, sample_len=10))
+        theirs = whisper.decode(
+            ref, mels[i], whisper.DecodingOptions(beam_size=4, sample_len=10, fp16=False, language="en")
+        )
+        assert ours.tokens == theirs.tokens
+        assert math.isclose(ours.avg_logprob, theirs.avg_logprob, abs_tol=1e-4)
+
+
+def test_greedy_matches_reference_with_prompt_and_prefix(model, mels):
+    import whisper
+
+    ref = reference_copy(model)
+    opts = dict(sample_len=8, prompt="hello there", prefix="And so")
+    ours = decode(model, mels[0], DecodingOptions(**opts))
+    theirs = whisper.decode(ref, mels[0], whisper.DecodingOptions(fp16=False, language="en", **opts))
+    assert ours.tokens == theirs.tokens and ours.text == theirs.text
+
+
+def test_bf16_close_to_fp32(mels):
+    fp32 = tiny_random_model(0)
+    bf16 = tiny_random_model(0, dtype=torch.bfloat16)
+    tokens = torch.tensor([[50257, 50362, 400, 1000]])
+    with torch.no_grad():
+        a, b = fp32(mels[:1], tokens), bf16(mels[:1], tokens)
+    assert b.dtype == torch.float32  # logits are returned in fp32 whatever the weights
+    assert (a - b).abs().max() < 0.1 * a.abs().max()
+    assert bf16.decoder.ln.weight.dtype == torch.float32  # LayerNorm parameters stay fp32
+
+
+def test_fp16_tiny_shapes_close_to_fp32(mels):
+    """fp16 on CPU is slow: a 2-layer width-64 model, one short forward."""
+    fp32 = tiny_random_model(0)
+    fp16 = tiny_random_model(0, dtype=torch.float16)
+    tokens = torch.tensor([[50257, 50362, 400]])
+    with torch.no_grad():
+        a, b = fp32(mels[:1], tokens), fp16(mels[:1], tokens)
+    assert (a - b).abs().max() < 0.05 * a.abs().max()
+
+
+# -- logits processors on hand-built sequences -------------------------------------------------------------
+
+TB, EOT, NO_TS = 100, 50, 99  # a toy vocabulary: text < 50, eot 50, specials 51..99, timestamps 100..119
+V = 120
+
+
+def _apply(processor, rows: list[list[int]], logits: torch.Tensor | None = None) -> torch.Tensor:
+    """Apply to default logits where one text token clearly beats the timestamps (rule 4 stays out of the way)."""
+    tokens = torch.tensor(rows)
+    if logits is None:
+        logits = torch.zeros(len(rows), V)
+        logits[:, :TB] = 5.0
+    logits = logits.clone()
+    processor.apply(logits, tokens)
+    return logits
+
+
+def test_suppress_blank_only_at_first_sampled_position():
+    p = SuppressBlank([220, 50256], sample_begin=3)
+    logits = torch.zeros(2, 51864)
+    tokens = torch.tensor([[1, 2, 3], [4, 5, 6]])
+    p.apply(logits, tokens)
+    assert logits[:, [220, 50256]].eq(NEG).all() and logits.isinf().sum() == 4
+    later = torch.zeros(1, 51864)
+    p.apply(later, torch.tensor([[1, 2, 3, 7]]))
+    assert not later.isinf().any()
+
+
+def test_suppress_tokens_mask():
+    p = SuppressTokens([3, 7, 7, 11], n_vocab=20)
+    logits = _apply_any(p, torch.zeros(2, 20))
+    assert logits.isinf().nonzero()[:, 1].tolist() == [3, 7, 11, 3, 7, 11]
+
+
+def _apply_any(p, logits):
+    p.apply(logits, torch.zeros(logits.shape[0], 1, dtype=torch.long))
+    return logits
+
+
+def _ts_rules(sample_begin=1, max_initial=None):
+    return ApplyTimestampRules(TB, EOT, NO_TS, sample_begin, max_initial)
+
+
+def test_timestamp_rule_first_token_is_timestamp_within_max_initial():
+    out = _apply(_ts_rules(sample_begin=1, max_initial=5), [[7]])
+    allowed = (~out[0].isinf()).nonzero().squeeze(1).tolist()
+    assert allowed == list(range(TB, TB + 6))
+
+
+def test_timestamp_rule_after_pair_close_text_must_follow():
+    # sampled: <ts 3> text <ts 5> <ts 5>?  -> last two are timestamps: no timestamp next
+    out = _apply(_ts_rules(), [[7, TB + 3, 10, TB + 5, TB + 5]])
+    assert out[0, TB:].isinf().all() and not out[0, :TB].isinf().all()
+    assert out[0, NO_TS] == NEG
+
+
+def test_timestamp_rule_after_lone_timestamp_no_text():
+    # sampled: <ts 3> text <ts 5> -> a lone timestamp: text forbidden, eot allowed, timestamps >= 5 allowed
+    out = _apply(_ts_rules(), [[7, TB + 3, 10, TB + 5]])
+    assert out[0, :EOT].isinf().all() and out[0, EOT] == 5.0
+    assert out[0, TB : TB + 5].isinf().all() and out[0, TB + 5 :].isfinite().all()
+
+
+def test_timestamp_rule_monotonic_after_text():
+    # sampled: <ts 3> text -> timestamps must be > 3? no: >= 4 after text (strictly after the last one)
+    out = _apply(_ts_rules(), [[7, TB + 3, 10]])
+    assert out[0, TB : TB + 4].isinf().all() and out[0, TB + 4 :].isfinite().all()
+    assert out[0, :EOT].isfinite().all()
+
+
+def test_timestamp_rule_rows_are_independent():
+    out = _apply(_ts_rules(), [[7, TB + 3, 10, TB + 5], [7, TB + 3, 10, 11]])
+    assert out[0, :EOT].isinf().all() and not out[1, :EOT].isinf().any()
+
+
+def test_timestamp_rule_forces_timestamp_when_mass_wins():
+    logits = torch.zeros(2, V)
+    logits[0, TB:] = 2.0  # 20 timestamps of e^2 vs text tokens of e^0 each: timestamps' total mass wins
+    logits[1, 5] = 10.0  # one text token dominates
+    p = _ts_rules()
+    out = _apply(p, [[7, 10, 11], [7, 10, 11]], logits)
+    assert p.forced.tolist() == [True, False]
+    assert out[0, :TB].isinf().all() and not out[0, TB:].isinf().any()
+    assert not out[1, :TB].isinf().all()
+
+
+# -- choosers ---------------------------------------------------------------------------------------------
+
+
+def test_greedy_chooser_keeps_finished_rows_finished():
+    chooser = GreedyChooser(0.0, eot=EOT)
+    tokens = torch.tensor([[1, 2], [1, EOT]])
+    logits = torch.zeros(2, V)
+    logits[:, 9] = 5.0
+    sum_lp = torch.zeros(2)
+    new, sources, completed = chooser.update(tokens, logits, sum_lp)
+    assert new[:, -1].tolist() == [9, EOT] and sources is None and not completed
+    assert sum_lp[0] < 0 and sum_lp[1] == 0  # a finished row accumulates nothing
+
+
+def test_beam_chooser_first_step_dedups_identical_beams_and_records_eot():
+    chooser = BeamSearchChooser(beam_size=2, eot=EOT)
+    chooser.reset(1)
+    tokens = torch.tensor([[1, 2], [1, 2]])  # identical beams, as at the first step
+    logits = torch.full((2, V), -10.0)
+    logits[:, EOT] = 3.0  # best: eot -> finished, not a beam
+    logits[:, 4] = 2.0
+    logits[:, 5] = 1.0
+    sum_lp = torch.zeros(2)
+    new, sources, completed = chooser.update(tokens, logits, sum_lp)
+    assert new[:, -1].tolist() == [4, 5]  # two distinct continuations, not [4, 4]
+    assert sources.tolist() == [0, 0]
+    assert list(chooser.finished[0]) == [(1, 2, EOT)] and not completed
+
+
+def test_rank_candidates_length_penalty():
+    tokens = [[torch.tensor([1, 2, 3, 4]), torch.tensor([1])]]
+    assert rank_candidates(tokens, [[-2.0, -1.0]], None) == [0]  # -0.5 per token beats -1.0
+    assert rank_candidates(tokens, [[-2.0, -1.0]], 0.0) == [1]  # no length normalization
+
+
+# -- options ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(beam_size=2, best_of=2, temperature=0.5), "can't be given together"),
+        (dict(best_of=2), "not compatible"),
+        (dict(patience=2.0), "requires beam_size"),
+        (dict(length_penalty=2.0), "between 0 and 1"),
+        (dict(kv_cache="sometimes"), "kv_cache must be"),
+        (dict(task="summarize"), "task must be"),
+        (dict(temperature=-1.0), "temperature"),
+        (dict(sample_len=1000), "sample_len"),
+    ],
+)
+def test_bad_options_raise(model, mels, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        decode(model, mels[0], DecodingOptions(**kwargs))
+
+
+def test_options_and_results_are_frozen(model, mels):
+    with pytest.raises(FrozenInstanceError):
+        DecodingOptions().beam_size = 3
+    result = decode(model, mels[0], DecodingOptions(sample_len=3))
+    with pytest.raises(FrozenInstanceError):
+        result.text = "x"
+    assert set(result.to_dict()) >= {"tokens", "text", "avg_logprob", "no_speech_prob", "compression_ratio"}
+
+
+def test_sampling_best_of_runs_and_is_seeded(model, mels):
+    torch.manual_seed(1)
+    a = decode(model, mels[0], DecodingOptions(temperature=1.0, best_of=3, sample_len=6))
+    torch.manual_seed(1)
+    b = decode(model, mels[0], DecodingOptions(temperature=1.0, best_of=3, sample_len=6))
+    assert a.tokens == b.tokens and a.temperature == 1.0 and len(a.tokens) <= 6
