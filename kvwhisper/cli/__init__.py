@@ -28,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="kvwhisper", description="Whisper speech recognition with a visible KV cache"
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name, module in COMMANDS.items():
+    for module in COMMANDS.values():
         try:
             mod = importlib.import_module(f"{__name__}.{module}")
         except ModuleNotFoundError as e:

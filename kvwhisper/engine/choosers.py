@@ -119,15 +119,16 @@ class BeamSearchChooser:
     def finalize(self, tokens: Tensor, sum_logprobs: Tensor) -> tuple[list[list[Tensor]], list[list[float]]]:
         """Top up windows with fewer than beam_size finished sequences from the live beams, best first."""
         sum_logprobs = sum_logprobs.cpu()
-        for i, sequences in enumerate(self.finished):
+        finished = [dict(sequences) for sequences in self.finished]  # a copy: finalize can be asked again
+        for i, sequences in enumerate(finished):
             if len(sequences) < self.beam_size:
                 for j in list(np.argsort(sum_logprobs[i].numpy()))[::-1]:
                     sequence = tuple(tokens[i, j].tolist()) + (self.eot,)
                     sequences[sequence] = sum_logprobs[i][j].item()
                     if len(sequences) >= self.beam_size:
                         break
-        candidates = [[torch.tensor(seq) for seq in sequences] for sequences in self.finished]
-        return candidates, [list(sequences.values()) for sequences in self.finished]
+        candidates = [[torch.tensor(seq) for seq in sequences] for sequences in finished]
+        return candidates, [list(sequences.values()) for sequences in finished]
 
 
 def _duplicate_rows(rows: Tensor) -> Tensor:

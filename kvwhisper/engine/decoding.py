@@ -190,7 +190,11 @@ class DecoderRunner:
             self.model.fill_cross(self.cache, self.audio_features)
         new = tokens[:, self.cache.position :]
         self.fed_last = new.shape[1]
-        return self.model.decoder(new, self.cache, last_only=last_only, want_qk=want_qk)
+        return self.forward(new, last_only, want_qk)
+
+    def forward(self, new_tokens: Tensor, last_only: bool, want_qk: bool):
+        """The decoder call itself (an inspecting runner overrides this, not the feeding logic above)."""
+        return self.model.decoder(new_tokens, self.cache, last_only=last_only, want_qk=want_qk)
 
     def reorder(self, source_rows: Tensor) -> None:
         if self.mode != "none":

@@ -43,13 +43,14 @@ class SuppressTokens(LogitsProcessor):
 
     def __init__(self, suppress_tokens: list[int], n_vocab: int):
         self.suppress_tokens = sorted(set(suppress_tokens))
-        self.mask = torch.zeros(n_vocab, dtype=torch.bool)
-        self.mask[self.suppress_tokens] = True
+        if self.suppress_tokens and not 0 <= self.suppress_tokens[0] <= self.suppress_tokens[-1] < n_vocab:
+            raise ValueError(f"suppress_tokens must be token ids in 0..{n_vocab - 1}")
+        self.index = torch.tensor(self.suppress_tokens, dtype=torch.long)  # built once, moved once
 
     def apply(self, logits: Tensor, tokens: Tensor) -> None:
-        if self.mask.device != logits.device:
-            self.mask = self.mask.to(logits.device)
-        logits.masked_fill_(self.mask, NEG_INF)
+        if self.index.device != logits.device:
+            self.index = self.index.to(logits.device)
+        logits.index_fill_(1, self.index, NEG_INF)  # touches the ~90 suppressed columns, not the vocabulary
 
 
 class ApplyTimestampRules(LogitsProcessor):
@@ -112,7 +113,7 @@ class ApplyTimestampRules(LogitsProcessor):
         positions = torch.arange(n, device=sampled.device).expand_as(sampled)
         last_index = torch.where(is_ts, positions, -1).max(dim=1).values  # (B,), -1 when none
         last_value = sampled.gather(1, last_index.clamp(min=0)[:, None]).squeeze(1)
-        upper = torch.where(opening, last_value, last_value + 1)
-        upper = torch.where(last_index >= 0, upper, tb)  # nothing to forbid without a timestamp
-        vocab = torch.arange(logits.shape[-1], device=logits.device)
-        logits.masked_fill_((vocab >= tb) & (vocab < upper[:, None]), NEG_INF)
+        upper = torch.where(opening, last_value, last_value + 1) - tb  # forbid timestamp steps [0, upper)
+        upper = torch.where(last_index >= 0, upper, 0)  # nothing to forbid without a timestamp
+        steps = torch.arange(logits.shape[-1] - tb, device=logits.device)  # only the timestamp columns
+        logits[:, tb:].masked_fill_(steps < upper[:, None], NEG_INF)
