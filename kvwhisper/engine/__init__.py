@@ -5,18 +5,22 @@ from .decoding import DecodingOptions, DecodingResult, DecodingTask, decode, det
 from .kv_cache import CACHE_MODES, KVCache
 from .load import available_models, load_model
 from .model import ModelDims, Whisper
+from .session import DecodeSession, StepTrace, decode_session
 
 __all__ = [
     "CACHE_MODES",
     "DecodingOptions",
     "DecodingResult",
+    "DecodeSession",
     "DecodingTask",
     "KVCache",
     "ModelDims",
     "ModelLoadError",
+    "StepTrace",
     "Whisper",
     "available_models",
     "decode",
+    "decode_session",
     "detect_language",
     "load_model",
 ]

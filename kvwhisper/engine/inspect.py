@@ -99,7 +99,7 @@ class StatsRunner(DecoderRunner):
     """A `DecoderRunner` that runs the decoder through `decode_with_stats` and keeps the last call's stats.
 
     It adopts an existing runner (its cache, features and mode) instead of allocating a new cache.
-    The feeding logic is `DecoderRunner.logits`'s, unchanged.
+    The feeding logic is `DecoderRunner.logits`'s; only the decoder call (`forward`) differs.
     """
 
     def __init__(self, base: DecoderRunner):  # adopts `base`'s state, allocates nothing
@@ -108,15 +108,9 @@ class StatsRunner(DecoderRunner):
         self.fed_last = base.fed_last
         self.last_stats: list[dict] | None = None
 
-    def logits(self, tokens: Tensor, last_only: bool = False, want_qk: bool = False):
-        if self.mode == "none":
-            self.cache.reset()
-        if self.mode != "full":
-            self.model.fill_cross(self.cache, self.audio_features)
-        new = tokens[:, self.cache.position :]
-        self.fed_last = new.shape[1]
+    def forward(self, new_tokens: Tensor, last_only: bool, want_qk: bool):
         logits, qks, self.last_stats = decode_with_stats(
-            self.model.decoder, new, self.cache, last_only=last_only, want_qk=want_qk
+            self.model.decoder, new_tokens, self.cache, last_only=last_only, want_qk=want_qk
         )
         return logits, qks
 

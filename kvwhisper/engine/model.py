@@ -337,6 +337,29 @@ class Whisper(nn.Module):
 
         return decode(self, mel, options, **kwargs)
 
+    def decode_session(
+        self,
+        audio_or_mel,
+        options=None,
+        *,
+        top_k: int = 5,
+        window: int | None = None,
+        record_activations: bool = False,
+        record_attention: bool = False,
+    ):
+        """A step-through decode of one window (see session.py): step, rewind, force, inspect."""
+        from .session import decode_session
+
+        return decode_session(
+            self,
+            audio_or_mel,
+            options,
+            top_k=top_k,
+            window=window,
+            record_activations=record_activations,
+            record_attention=record_attention,
+        )
+
     def transcribe(self, audio, **kwargs):
         from .transcribe import transcribe
 

@@ -352,15 +352,7 @@ class DecodeSession:
         if self._result is None:
             if not self.finished:
                 self.run()
-            chooser = self.task.chooser
-            saved = copy.deepcopy(chooser.finished) if self.is_beam_search else None
-            try:  # finalize tops up the beam chooser's finished set: keep the session's own intact
-                results = self.task.finish(
-                    self.state, self.audio_features, self.languages, self.language_probs
-                )
-            finally:
-                if saved is not None:
-                    chooser.finished = saved
+            results = self.task.finish(self.state, self.audio_features, self.languages, self.language_probs)
             self._result = results[0]
         return self._result
 
