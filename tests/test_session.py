@@ -13,14 +13,8 @@ import torch.nn.functional as F
 from kvwhisper.audio import MelWindows, load_audio, log_mel_spectrogram, pad_or_trim
 from kvwhisper.engine import DecodingOptions, DecodingTask, load_model
 from kvwhisper.engine.inspect import decode_with_stats
-from kvwhisper.engine.session import (
-    Candidate,
-    DecodeSession,
-    apply_processors,
-    decode_session,
-    describe_processors,
-    window_mel,
-)
+from kvwhisper.engine.session import DecodeSession, decode_session, window_mel
+from kvwhisper.engine.trace import Candidate, apply_processors, describe_processors
 
 pytestmark = pytest.mark.slow
 
