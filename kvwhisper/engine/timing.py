@@ -11,7 +11,7 @@ For the text tokens of one 30-second window:
    sentence / segment boundaries and after pauses are applied (``add_word_timestamps``).
 
 The DTW is numpy, vectorized over anti-diagonals (each cell depends only on the two previous anti-diagonals),
-with the reference's float32 cost table and its tie-breaking, so the path equals ``whisper.timing.dtw_cpu``.
+with the reference's tie-breaking and cost precision, so the path equals ``whisper.timing.dtw_cpu``.
 """
 
 from __future__ import annotations
@@ -99,12 +99,14 @@ def dtw(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Minimum-cost monotonic path through the cost matrix ``x`` (N, M): (row indices, column indices).
 
     Cells are filled one anti-diagonal at a time (i + j = k): each needs only the diagonals k - 1 and k - 2.
-    The cost table is float32 and ties are broken as in the reference (diagonal only when strictly smaller
-    than both, then up, else left), so the path is the reference's ``dtw_cpu`` path.
+    Ties are broken as in the reference (diagonal only when strictly smaller than both, then up, else left)
+    and the cost table is float64 like the reference's numba-compiled ``dtw_cpu`` (whose ``float32 * inf``
+    table is promoted to float64 by numba; its pure-Python ``py_func`` would keep float32), so the path is
+    the one the reference computes.
     """
     x = np.asarray(x, dtype=np.float64)
     N, M = x.shape
-    cost = np.full((N + 1, M + 1), np.inf, dtype=np.float32)
+    cost = np.full((N + 1, M + 1), np.inf)
     trace = np.full((N + 1, M + 1), -1, dtype=np.int8)
     cost[0, 0] = 0
     for k in range(2, N + M + 1):  # anti-diagonal i + j = k over cells 1 <= i <= N, 1 <= j <= M
@@ -116,7 +118,7 @@ def dtw(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         take0 = (c0 < c1) & (c0 < c2)
         take1 = ~take0 & (c1 < c0) & (c1 < c2)
         c = np.where(take0, c0, np.where(take1, c1, c2))
-        cost[i, j] = x[i - 1, j - 1] + c  # float64 sum stored as float32, like the reference
+        cost[i, j] = x[i - 1, j - 1] + c
         trace[i, j] = np.where(take0, 0, np.where(take1, 1, 2))
     return backtrace(trace)
 

@@ -721,7 +721,7 @@ def transcribe(
     for key in ("temperature", "prompt"):
         if key in decode_options:
             raise TypeError(f"{key!r} is set by transcribe() itself")
-    temperatures = (temperature,) if isinstance(temperature, int | float) else tuple(temperature)
+    temperatures = (temperature,) if np.ndim(temperature) == 0 else tuple(temperature)
     policy = FallbackPolicy(
         tuple(float(t) for t in temperatures),
         compression_ratio_threshold,

@@ -1,0 +1,143 @@
+"""`kvwhisper transcribe`: stdout transcript, transcript files, one-line errors per bad file, option checks."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+import kvwhisper
+import kvwhisper.engine
+from kvwhisper.cli import main
+
+JFK_WORDS = "ask not what your country can do for you"
+FORMATS = ("txt", "vtt", "srt", "tsv", "json")
+GREEDY = ["--beam-size", "None", "--best-of", "None"]
+
+
+@pytest.fixture(scope="module")
+def cached_model():
+    return kvwhisper.load_model("tiny.en", device="cpu")
+
+
+@pytest.fixture
+def cli(monkeypatch, cached_model):
+    """Run `kvwhisper ...` in this process with the model loaded once; returns the exit status."""
+    monkeypatch.setattr(kvwhisper.engine, "load_model", lambda *a, **k: cached_model)
+    return main
+
+
+def test_transcribe_prints_the_transcript(jfk_path, tmp_path):
+    """The real entry point, default options (beam search 5, as the reference's CLI)."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "kvwhisper", "transcribe", str(jfk_path)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert JFK_WORDS in proc.stdout.lower().replace(",", "")
+    assert proc.stdout.count("\n") == 1  # one file: just its text
+    assert list(tmp_path.iterdir()) == []  # nothing written without --output-dir / --output-format
+
+
+def test_bad_files_get_one_line_each_and_the_good_one_is_still_written(cli, jfk_path, tmp_path, capsys):
+    missing = tmp_path / "no_such_file.wav"
+    not_audio = tmp_path / "notes.wav"
+    not_audio.write_text("this is not audio\n" * 50)
+    out = tmp_path / "out"
+    status = cli(
+        ["transcribe", str(missing), str(jfk_path), str(not_audio), "-o", str(out), "-f", "txt", *GREEDY]
+    )
+    captured = capsys.readouterr()
+    assert status != 0
+    errors = captured.err.strip().splitlines()
+    assert len(errors) == 2, captured.err
+    assert str(missing) in errors[0] and "not found" in errors[0]
+    assert str(not_audio) in errors[1]
+    assert all(line.startswith("kvwhisper: error: ") for line in errors)
+    assert JFK_WORDS in (out / "jfk.txt").read_text().lower().replace(",", "")
+    assert sorted(p.name for p in out.iterdir()) == ["jfk.txt"]
+
+
+def test_several_files_to_stdout_are_labelled(cli, jfk_path, tmp_path, capsys):
+    missing = tmp_path / "gone.mp3"
+    assert cli(["transcribe", str(jfk_path), str(missing), *GREEDY]) == 1
+    captured = capsys.readouterr()
+    lines = captured.out.splitlines()
+    assert lines[0] == f"==> {jfk_path} <==" and JFK_WORDS in lines[1].lower().replace(",", "")
+    assert len(lines) == 2
+    assert captured.err.count("\n") == 1 and str(missing) in captured.err
+
+
+def test_output_format_all_writes_the_five_files(cli, jfk_path, tmp_path, capsys):
+    out = tmp_path / "subs"
+    assert (
+        cli(["transcribe", str(jfk_path), "--output-dir", str(out), "--output-format", "all", *GREEDY]) == 0
+    )
+    assert sorted(p.name for p in out.iterdir()) == sorted(f"jfk.{ext}" for ext in FORMATS)
+    assert capsys.readouterr().out == ""  # files written instead of printing
+    data = json.loads((out / "jfk.json").read_text())
+    assert set(data) == {"text", "segments", "language"} and data["language"] == "en"
+    assert (out / "jfk.srt").read_text().startswith("1\n00:00:00,000 --> 00:00:")
+    assert (out / "jfk.vtt").read_text().startswith("WEBVTT\n\n00:00.000 --> ")
+    assert (out / "jfk.tsv").read_text().startswith("start\tend\ttext\n0\t")
+    txt = (out / "jfk.txt").read_text()
+    assert txt.strip() == "\n".join(s["text"].strip() for s in data["segments"])
+
+
+def test_word_timestamps_subtitles_and_reference_spellings(cli, jfk_path, tmp_path):
+    out = tmp_path / "w"
+    status = cli(
+        [
+            "transcribe",
+            str(jfk_path),
+            "--output_dir",
+            str(out),
+            "--output_format",
+            "srt",
+            "--word_timestamps",
+            "True",
+            "--max-line-width",
+            "24",
+            "--max-line-count",
+            "2",
+            "--highlight-words",
+            "True",
+            *GREEDY,
+        ]
+    )
+    assert status == 0
+    srt = (out / "jfk.srt").read_text()
+    assert "<u>" in srt and "</u>" in srt
+    assert all(len(line) <= 24 + len("<u></u>") for line in srt.splitlines() if not line[:1].isdigit())
+
+
+def test_word_options_need_word_timestamps(jfk_path, capsys):
+    assert main(["transcribe", str(jfk_path), "--max-line-width", "30"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--word-timestamps True" in err
+
+
+def test_bool_options_take_true_or_false(jfk_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["transcribe", str(jfk_path), "--word-timestamps", "yes"])
+    assert "expected True or False" in capsys.readouterr().err
+
+
+def test_help_says_where_the_output_goes(capsys):
+    with pytest.raises(SystemExit):
+        main(["transcribe", "--help"])
+    out = capsys.readouterr().out
+    for option in (
+        "--temperature-increment-on-fallback",
+        "--clip-timestamps",
+        "--hallucination-silence-threshold",
+        "--carry-initial-prompt",
+        "--output-format",
+    ):
+        assert option in out
+    assert "printed to stdout" in out
