@@ -15,6 +15,7 @@ from .engine import (
     decode,
     detect_language,
     load_model,
+    transcribe,
 )
 
 __version__ = "0.1.0"
@@ -34,4 +35,5 @@ __all__ = [
     "load_model",
     "log_mel_spectrogram",
     "pad_or_trim",
+    "transcribe",
 ]

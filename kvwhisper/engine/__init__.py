@@ -6,6 +6,7 @@ from .kv_cache import CACHE_MODES, KVCache
 from .load import available_models, load_model
 from .model import ModelDims, Whisper
 from .session import DecodeSession, StepTrace, decode_session
+from .transcribe import Segment, TranscriptionResult, Word, transcribe
 
 __all__ = [
     "CACHE_MODES",
@@ -16,11 +17,15 @@ __all__ = [
     "KVCache",
     "ModelDims",
     "ModelLoadError",
+    "Segment",
     "StepTrace",
+    "TranscriptionResult",
     "Whisper",
     "available_models",
     "decode",
     "decode_session",
     "detect_language",
     "load_model",
+    "transcribe",
+    "Word",
 ]
