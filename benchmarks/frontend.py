@@ -70,8 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     import kvwhisper
-    from kvwhisper.audio import N_SAMPLES, SAMPLE_RATE
-    from kvwhisper.engine.transcribe import whole_file_mel
+    from kvwhisper.audio import N_SAMPLES, SAMPLE_RATE, whole_file_mel
 
     torch.set_num_threads(args.threads)
     reference = None

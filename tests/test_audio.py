@@ -668,18 +668,21 @@ def test_mel_windows_match_reference_slicing(n_mels: int) -> None:
 
 
 def test_mel_windows_compute_the_mel_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On CPU the whole-file mel is computed once, by the chunked whole_file_mel; windows are slices of it."""
     calls = []
-    real = kva.mel.log_mel_spectrogram
+    real = kva.mel.whole_file_mel
 
     def counting(*args, **kwargs):
-        calls.append(kwargs.get("padding"))
+        calls.append(1)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(kva.mel, "log_mel_spectrogram", counting)
+    monkeypatch.setattr(kva.mel, "whole_file_mel", counting)
     windows = MelWindows(str(JFK))
     for seek in range(0, windows.content_frames, 250):
         windows.window(seek)
-    assert calls == [N_SAMPLES]
+    assert calls == [1]
+    padded = kva.log_mel_spectrogram(kva.load_audio(str(JFK)), padding=N_SAMPLES)
+    assert torch.equal(windows.mel, padded)  # bit-identical to one whole-file STFT
     assert windows.content_frames == 1100 and windows.duration == 11.0
     assert "content_frames=1100" in repr(windows)
 

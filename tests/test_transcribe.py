@@ -31,6 +31,7 @@ from kvwhisper.audio import (
     MelWindows,
     load_audio,
     log_mel_spectrogram,
+    whole_file_mel,
 )
 from kvwhisper.engine.checkpoints import write_openai
 from kvwhisper.engine.decoding import DecodingOptions, DecodingResult
@@ -42,7 +43,6 @@ from kvwhisper.engine.transcribe import (
     decode_with_fallback,
     parse_clip_timestamps,
     transcribe,
-    whole_file_mel,
 )
 from kvwhisper.tokenizer import get_tokenizer
 

@@ -19,6 +19,7 @@ from .mel import (
     log_mel_spectrogram,
     mel_filters,
     pad_or_trim,
+    whole_file_mel,
 )
 
 __all__ = [
@@ -35,6 +36,7 @@ __all__ = [
     "AudioError",
     "AudioSource",
     "MelWindows",
+    "whole_file_mel",
     "load_audio",
     "log_mel_spectrogram",
     "mel_filters",

@@ -118,6 +118,55 @@ def pad_or_trim(
     return array
 
 
+MEL_CHUNK_FRAMES = 6000  # mel frames per STFT call in whole_file_mel (1 minute of audio)
+
+
+def whole_file_mel(
+    audio: AudioSource, n_mels: int = 80, chunk_frames: int = MEL_CHUNK_FRAMES
+) -> torch.Tensor:
+    """Log-Mel of the whole waveform plus N_SAMPLES zeros, (n_mels, n_samples // HOP_LENGTH + N_FRAMES).
+
+    Bit-identical to ``log_mel_spectrogram(audio, n_mels, padding=N_SAMPLES)`` (the STFT is frame-local, so
+    it is computed ``chunk_frames`` frames at a time; the global max floor is applied at the end), but the
+    peak memory is the output plus one chunk instead of several whole-file complex spectra.
+    """
+    x = _as_tensor(audio).detach().cpu()
+    if x.ndim != 1:
+        raise ValueError(f"whole_file_mel needs a mono waveform (n_samples,), got {tuple(x.shape)}")
+    n = x.shape[0]
+    n_frames = (n + N_SAMPLES) // HOP_LENGTH
+    half = N_FFT // 2
+    window = torch.hann_window(N_FFT)
+    filters = mel_filters("cpu", n_mels)
+    # the padded signal of torch.stft(center=True): `half` reflected samples, x, N_SAMPLES zeros (+ `half`)
+    head = torch.nn.functional.pad(x[: half + 1], (0, max(0, half + 1 - n)))
+    reflected = head.flip(0)[:half]  # head[half], ..., head[1]
+
+    def padded(lo: int, hi: int) -> torch.Tensor:
+        """Samples [lo, hi) of the padded signal."""
+        parts = []
+        if lo < half:
+            parts.append(reflected[lo : min(hi, half)])
+            lo = half
+        if lo < hi:
+            a, b = lo - half, hi - half
+            if a < n:
+                parts.append(x[a : min(b, n)])
+            if b > n:
+                parts.append(torch.zeros(b - max(a, n)))
+        return torch.cat(parts) if len(parts) > 1 else parts[0]
+
+    mel = torch.empty(n_mels, n_frames)
+    for a in range(0, n_frames, chunk_frames):
+        b = min(n_frames, a + chunk_frames)
+        chunk = padded(a * HOP_LENGTH, (b - 1) * HOP_LENGTH + N_FFT)
+        stft = torch.stft(chunk, N_FFT, HOP_LENGTH, window=window, center=False, return_complex=True)
+        mel[:, a:b] = torch.clamp(filters @ stft.abs() ** 2, min=1e-10).log10()
+    floor = mel.max() - 8.0
+    torch.maximum(mel, floor, out=mel)
+    return mel.add_(4.0).div_(4.0)
+
+
 class MelWindows:
     """The log-Mel spectrogram of a whole recording, computed once, cut into 30-second encoder windows.
 
@@ -143,7 +192,10 @@ class MelWindows:
             )
         self.n_samples = samples.shape[0]
         self.n_mels = n_mels
-        self.mel = log_mel_spectrogram(samples, n_mels, padding=N_SAMPLES, device=device)
+        if device is None or torch.device(device).type == "cpu":  # chunked: no whole-file complex spectrum
+            self.mel = whole_file_mel(samples, n_mels)
+        else:
+            self.mel = log_mel_spectrogram(samples, n_mels, padding=N_SAMPLES, device=device)
         self.content_frames = self.mel.shape[-1] - N_FRAMES
         self.duration = float(self.content_frames * HOP_LENGTH / SAMPLE_RATE)
 

@@ -3,8 +3,8 @@
 ``transcribe(model, audio, ...)`` follows openai-whisper's ``transcribe()`` (same options, defaults and
 decisions, so ``result.to_dict()`` equals the reference's result dict on the same weights), split into pieces:
 
-- ``whole_file_mel``: the log-Mel spectrogram of the whole file plus 30 s of zeros, computed once, in chunks
-  (bit-identical to one whole-file STFT, without its memory peak); windows are slices of it.
+- ``whole_file_mel`` (kvwhisper.audio): the log-Mel spectrogram of the whole file plus 30 s of zeros,
+  computed once, in chunks (bit-identical to one whole-file STFT, without its memory peak); windows are slices of it.
 - ``decode_with_fallback`` + ``FallbackPolicy``: decode a window at each temperature in turn until the result
   is neither too repetitive (gzip compression ratio) nor too improbable (average log-probability), unless the
   window is judged silent; ``FallbackPolicy.is_silence`` is the no-speech skip.
@@ -32,13 +32,10 @@ import tqdm
 from ..audio import (
     FRAMES_PER_SECOND,
     HOP_LENGTH,
-    N_FFT,
     N_FRAMES,
-    N_SAMPLES,
     SAMPLE_RATE,
-    load_audio,
-    mel_filters,
     pad_or_trim,
+    whole_file_mel,
 )
 from ..output import format_timestamp, get_end, make_safe
 from ..tokenizer import LANGUAGES
@@ -51,7 +48,6 @@ if TYPE_CHECKING:
 
 DEFAULT_TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 PUNCTUATION = "\"'“¿([{-\"'.。,，!！?？:：”)]}、"  # words that do not count in hallucination scores
-MEL_CHUNK_FRAMES = 6000  # mel frames computed per STFT call (1 minute of audio)
 
 __all__ = [
     "DEFAULT_TEMPERATURES",
@@ -66,7 +62,6 @@ __all__ = [
     "parse_clip_timestamps",
     "skip_hallucinations",
     "transcribe",
-    "whole_file_mel",
 ]
 
 
@@ -135,57 +130,6 @@ class TranscriptionResult:
 
 # ---------------------------------------------------------------------------------------------------------
 # features
-
-
-def _samples(audio: Any) -> torch.Tensor:
-    """A 1-D float32 CPU waveform from a path / bytes / file object (decoded) or a 16 kHz array or tensor."""
-    if isinstance(audio, torch.Tensor) and audio.ndim == 1 and audio.is_floating_point():
-        return audio.detach().cpu().float()  # used as given, like the reference
-    if isinstance(audio, np.ndarray) and audio.ndim == 1 and np.issubdtype(audio.dtype, np.floating):
-        return torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32))
-    return torch.from_numpy(load_audio(audio))  # decodes, or scales PCM integers / downmixes channels
-
-
-def whole_file_mel(audio: Any, n_mels: int = 80, chunk_frames: int = MEL_CHUNK_FRAMES) -> torch.Tensor:
-    """Log-Mel of the whole waveform plus N_SAMPLES zeros, (n_mels, n_samples // HOP_LENGTH + N_FRAMES).
-
-    Bit-identical to ``log_mel_spectrogram(audio, n_mels, padding=N_SAMPLES)`` (the STFT is frame-local, so
-    it is computed ``chunk_frames`` frames at a time; the global max floor is applied at the end), but the
-    peak memory is the output plus one chunk instead of several whole-file complex spectra.
-    """
-    x = _samples(audio)
-    n = x.shape[0]
-    n_frames = (n + N_SAMPLES) // HOP_LENGTH
-    half = N_FFT // 2
-    window = torch.hann_window(N_FFT)
-    filters = mel_filters("cpu", n_mels)
-    # the padded signal of torch.stft(center=True): `half` reflected samples, x, N_SAMPLES zeros (+ `half`)
-    head = torch.nn.functional.pad(x[: half + 1], (0, max(0, half + 1 - n)))
-    reflected = head.flip(0)[:half]  # head[half], ..., head[1]
-
-    def padded(lo: int, hi: int) -> torch.Tensor:
-        """Samples [lo, hi) of the padded signal."""
-        parts = []
-        if lo < half:
-            parts.append(reflected[lo : min(hi, half)])
-            lo = half
-        if lo < hi:
-            a, b = lo - half, hi - half
-            if a < n:
-                parts.append(x[a : min(b, n)])
-            if b > n:
-                parts.append(torch.zeros(b - max(a, n)))
-        return torch.cat(parts) if len(parts) > 1 else parts[0]
-
-    mel = torch.empty(n_mels, n_frames)
-    for a in range(0, n_frames, chunk_frames):
-        b = min(n_frames, a + chunk_frames)
-        chunk = padded(a * HOP_LENGTH, (b - 1) * HOP_LENGTH + N_FFT)
-        stft = torch.stft(chunk, N_FFT, HOP_LENGTH, window=window, center=False, return_complex=True)
-        mel[:, a:b] = torch.clamp(filters @ stft.abs() ** 2, min=1e-10).log10()
-    floor = mel.max() - 8.0
-    torch.maximum(mel, floor, out=mel)
-    return mel.add_(4.0).div_(4.0)
 
 
 def parse_clip_timestamps(
