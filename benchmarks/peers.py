@@ -14,8 +14,9 @@ transcribed by every engine with the same weights and the same options:
 
 Each (engine, run) is a fresh subprocess, so peak RSS is that engine's own (imports, weights, activations);
 model loading and a warm-up transcription of the first 30 s happen before the timed transcription. Engines
-alternate within each run; reported values are medians over the runs, and "x kvwhisper" is the median over
-runs of (engine wall time / kvwhisper wall time in the same run).
+alternate within each run; reported values are medians over the runs, and "time / kvwhisper" is the median
+over runs of (engine wall time / kvwhisper wall time in the same run); "CPU / kvwhisper" the same for CPU
+time (user + system of the transcription), which a loaded machine disturbs less than wall time.
 
     python benchmarks/peers.py                                # everything, 3 runs of greedy, 1 of beam 5
     python benchmarks/peers.py --minutes 2 --runs 1 --configs greedy    # a quick check
@@ -51,6 +52,7 @@ ENGINES = {
 }
 DEFAULT_ENGINES = (
     "kvwhisper",
+    "kvwhisper:bf16",
     "openai-whisper",
     "faster-whisper:float32",
     "faster-whisper:int8",
@@ -161,6 +163,13 @@ def run_transformers(job: dict, audio):
     t0 = time.perf_counter()
     model = WhisperForConditionalGeneration.from_pretrained(folder, dtype=torch.float32).eval()
     features = WhisperFeatureExtractor.from_pretrained(folder)
+    # write_hf's generation config has no prev_sot_token_id, and its suppress_tokens lack the special tokens;
+    # transformers then takes suppress_tokens[-2] as <|startofprev|>, so every conditioned window gets a
+    # garbage prompt (WER ~50% on the long file). Set both as in OpenAI's own HF checkpoints.
+    gen = model.generation_config
+    if getattr(gen, "prev_sot_token_id", None) is None:
+        gen.prev_sot_token_id = job["sot_prev"]
+    gen.suppress_tokens = sorted(set(gen.suppress_tokens or []) | set(job["special_suppress"]))
     load_s = time.perf_counter() - t0
     eot, timestamp_begin = job["eot"], job["timestamp_begin"]
 
@@ -214,13 +223,18 @@ def worker(job: dict) -> dict:
     t0 = time.perf_counter()
     transcribe(audio[: WARMUP_SECONDS * common.SAMPLE_RATE])
     warmup_s = time.perf_counter() - t0
+    load_before = os.getloadavg()[0]
+    cpu0 = os.times()
     t0 = time.perf_counter()
     text, tokens = transcribe(audio)
     wall_s = time.perf_counter() - t0
+    cpu1 = os.times()
     return {
         "load_s": load_s,
         "warmup_s": warmup_s,
         "wall_s": wall_s,
+        "cpu_s": (cpu1.user - cpu0.user) + (cpu1.system - cpu0.system),
+        "loadavg": [load_before, os.getloadavg()[0]],
         "tokens": tokens,
         "text": text,
         "peak_rss_mb": common.peak_rss_mb(),
@@ -251,6 +265,13 @@ def prepare_weights(model_name: str, out: Path) -> dict:
         "weights": {"ct2": str(ct2) if ct2 else None, "openai": str(pt), "hf": str(hf)},
         "eot": tok.eot,
         "timestamp_begin": tok.timestamp_begin,
+        "sot_prev": tok.sot_prev,
+        # what the reference suppresses at every step besides the non-speech symbols
+        "special_suppress": [
+            t
+            for t in (tok.translate, tok.transcribe, tok.sot, tok.sot_prev, tok.sot_lm, tok.no_speech)
+            if t is not None
+        ],
     }
 
 
@@ -348,11 +369,13 @@ def main(argv: list[str] | None = None) -> int:
                     rec["wer"] = common.wer(long.reference, rec["text"])
                     common.log(
                         f"[{time.perf_counter() - started:7.0f} s] {config} run {r + 1}/{runs} {engine}: "
-                        f"{res['wall_s']:.1f} s, WER {100 * rec['wer']:.1f}%, RSS {res['peak_rss_mb']:.0f} MiB"
+                        f"{res['wall_s']:.1f} s (CPU {res['cpu_s']:.1f} s, load {res['loadavg'][0]:.1f}), "
+                        f"WER {100 * rec['wer']:.1f}%, RSS {res['peak_rss_mb']:.0f} MiB"
                     )
                 else:
                     common.log(f"{config} run {r + 1}/{runs} {engine}: FAILED {res['error']}")
                 records.append(rec)
+                common.save_json(out / "peers.partial.json", {"runs": records})
 
     rows = summarize(records, engines, args.configs, baseline, long.seconds)
     report = {
@@ -384,6 +407,8 @@ def main(argv: list[str] | None = None) -> int:
         ("rss", "peak RSS MiB", ".0f"),
         ("wer", "WER %", ".2f"),
         ("ratio", f"time / {baseline}", ".2f"),
+        ("cpu_s", "CPU s", ".1f"),
+        ("cpu_ratio", f"CPU / {baseline}", ".2f"),
         ("load_s", "load s", ".2f"),
         ("same_text", "same text as openai-whisper", ""),
     ]
@@ -428,6 +453,7 @@ def summarize(records: list[dict], engines: list[str], configs: list[str], basel
                 continue
             wall = common.median([r["wall_s"] for r in mine])
             ratios = [r["wall_s"] / base[r["run"]]["wall_s"] for r in mine if r["run"] in base]
+            cpu_ratios = [r["cpu_s"] / base[r["run"]]["cpu_s"] for r in mine if r["run"] in base]
             same = None
             if ref_text is not None and engine != "openai-whisper":
                 same = "yes" if all(r["text"] == ref_text for r in mine) else "no"
@@ -443,6 +469,8 @@ def summarize(records: list[dict], engines: list[str], configs: list[str], basel
                     "rss": common.median([r["peak_rss_mb"] for r in mine]),
                     "wer": 100 * common.median([r["wer"] for r in mine]),
                     "ratio": common.median(ratios) if ratios else None,
+                    "cpu_s": common.median([r["cpu_s"] for r in mine]),
+                    "cpu_ratio": common.median(cpu_ratios) if cpu_ratios else None,
                     "load_s": common.median([r["load_s"] for r in mine]),
                     "same_text": same,
                 }
