@@ -6,6 +6,29 @@ import torch
 
 from kvwhisper.engine import ModelDims, Whisper
 
+# every field of a StepTrace record (session.step().to_dict() and a `kvwhisper trace --json` line)
+STEP_TRACE_KEYS = {
+    "step",
+    "position",
+    "fed",
+    "fed_text",
+    "n_fed",
+    "cache",
+    "top_k",
+    "processors",
+    "token",
+    "forced",
+    "cumulative_logprob",
+    "finished",
+    "stop_reason",
+    "time_ms",
+    "beams",
+    "beam_finished",
+    "no_speech_prob",
+    "activations",
+    "attention_peak_s",
+}
+
 N_VOCAB_EN = 51864
 N_VOCAB_MULTI = 51865
 

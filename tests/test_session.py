@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import STEP_TRACE_KEYS
 
 from kvwhisper.audio import MelWindows, load_audio, log_mel_spectrogram, pad_or_trim
 from kvwhisper.engine import DecodingOptions, DecodingTask, load_model
@@ -17,28 +18,6 @@ from kvwhisper.engine.session import DecodeSession, decode_session, window_mel
 from kvwhisper.engine.trace import Candidate, apply_processors, describe_processors
 
 pytestmark = pytest.mark.slow
-
-TRACE_KEYS = {
-    "step",
-    "position",
-    "fed",
-    "fed_text",
-    "n_fed",
-    "cache",
-    "top_k",
-    "processors",
-    "token",
-    "forced",
-    "cumulative_logprob",
-    "finished",
-    "stop_reason",
-    "time_ms",
-    "beams",
-    "beam_finished",
-    "no_speech_prob",
-    "activations",
-    "attention_peak_s",
-}
 
 
 @pytest.fixture(scope="module")
@@ -306,7 +285,7 @@ def test_processor_report_matches_real_steps(model, features):
 def test_trace_to_dict_is_json(greedy):
     for trace in greedy.traces:
         record = json.loads(json.dumps(trace.to_dict(), allow_nan=False))
-        assert set(record) == TRACE_KEYS
+        assert set(record) == STEP_TRACE_KEYS
         assert set(record["cache"]) == {"self", "cross"} and len(record["cache"]["self"]) == 4
         assert record["cache"]["cross"] == 1500
         assert len(record["top_k"]) == 5 and set(record["top_k"][0]) == {"id", "text", "logprob"}

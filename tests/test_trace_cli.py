@@ -5,32 +5,11 @@ from __future__ import annotations
 import json
 
 import pytest
+from helpers import STEP_TRACE_KEYS
 
 from kvwhisper.cli import main
 
 pytestmark = pytest.mark.slow
-
-STEP_KEYS = {
-    "step",
-    "position",
-    "fed",
-    "fed_text",
-    "n_fed",
-    "cache",
-    "top_k",
-    "processors",
-    "token",
-    "forced",
-    "cumulative_logprob",
-    "finished",
-    "stop_reason",
-    "time_ms",
-    "beams",
-    "beam_finished",
-    "no_speech_prob",
-    "activations",
-    "attention_peak_s",
-}
 
 
 def read_jsonl(path):
@@ -50,7 +29,7 @@ def test_trace_table_jsonl_and_pictures(jfk_path, tmp_path, capsys):
     header = next(i for i, line in enumerate(lines) if line.split()[:3] == ["step", "pos", "fed"])
     rows = lines[header + 1 : header + 1 + len(records)]
     for record, row in zip(records, rows, strict=True):
-        assert set(record) == STEP_KEYS
+        assert set(record) == STEP_TRACE_KEYS
         assert len(record["top_k"]) == 3
         assert row.split()[0] == str(record["step"])
         assert record["token"]["text"].strip() in row
