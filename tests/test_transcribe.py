@@ -37,6 +37,7 @@ from kvwhisper.engine.checkpoints import write_openai
 from kvwhisper.engine.decoding import DecodingOptions, DecodingResult
 from kvwhisper.engine.transcribe import (
     FallbackPolicy,
+    RepeatGuard,
     SeekLoop,
     TranscriptionResult,
     cut_window,
@@ -257,6 +258,46 @@ def test_silent_windows_are_skipped_and_empty_segments_cleared():
     assert segments[0].text == "" and segments[0].tokens == () and segments[0].words == ()
     assert segments[0].to_dict()["words"] == []  # the reference clears "words" too
     assert segments[1].start == 31.0 and "words" not in segments[1].to_dict()
+
+
+def test_repeat_guard_drops_repeated_segments_of_doubtful_windows(capsys):
+    hum, speech = TOK.encode(" Mmm!"), TOK.encode(" Hello, hello.")
+
+    def script(i, options):  # window 0: speech, twice, sure; windows 1-3: a hum twice each, doubtful
+        if i == 0:
+            return fake_result([T(0), *speech, T(2), T(2), *speech, T(4)], no_speech_prob=0.01)
+        return fake_result([T(0), *hum, T(2), T(5), *hum, T(6)], no_speech_prob=[0.3, 0.55, 0.1][i - 1])
+
+    guard = RepeatGuard(0.2)
+    _, loop, segments = run_loop(script, 4 * N_FRAMES, repeat_guard=guard, verbose=True)
+    # speech repeated at no_speech_prob 0.01 is kept; the first hum is kept, its repeats at 0.3 and 0.55
+    # are dropped (from the segments and the prompt text), those of the confident window 3 (0.1) are kept
+    assert [s.text for s in segments] == [" Hello, hello."] * 2 + [" Mmm!"] * 3
+    assert [s.seek for s in segments] == [0, 0, N_FRAMES, 3 * N_FRAMES, 3 * N_FRAMES]
+    assert [s.id for s in segments] == list(range(5))
+    assert loop.text == " Hello, hello. Hello, hello. Mmm! Mmm! Mmm!"
+    assert [(start, text) for start, _, text in guard.dropped] == [
+        (35.0, " Mmm!"),
+        (60.0, " Mmm!"),
+        (65.0, " Mmm!"),
+    ]
+    assert capsys.readouterr().out.count("[dropped: repeats the previous segment") == 3
+
+    _, _, off = run_loop(script, 4 * N_FRAMES)  # SeekLoop's default, and threshold None: no guard
+    assert [s.text for s in off] == [" Hello, hello."] * 2 + [" Mmm!"] * 6
+    assert not RepeatGuard(None).dropped
+
+
+def test_repeat_guard_compares_words_not_case_or_punctuation():
+    def draft(text, nsp):
+        return SimpleNamespace(text=text, start=0.0, end=1.0, result=SimpleNamespace(no_speech_prob=nsp))
+
+    guard = RepeatGuard(0.2)
+    assert not guard.keep(draft(" mmm.", 0.5), "mmm")
+    assert guard.keep(draft(" Mmm hmm", 0.5), "mmm")
+    assert guard.keep(draft(" ...", 0.5), "")  # no words: nothing to repeat
+    assert guard.keep(draft(" Mmm!", 0.5), None)  # the first segment
+    assert guard.keep(draft(" Mmm!", 0.2), "mmm")  # at the threshold: kept
 
 
 def test_clips_are_transcribed_in_order_and_clamped_to_the_audio():
@@ -489,7 +530,9 @@ def check_parity(ours: dict, ref: dict, label: str, words: bool = False) -> dict
 
 
 def assert_same_result(ours: dict, ref: dict) -> None:
-    """Equal dicts, word probabilities (fp32 rounding in another attention kernel) to 1e-4."""
+    """Equal dicts: text, tokens, times and temperatures exactly; the probabilities (avg_logprob,
+    no_speech_prob, word probabilities) to 1e-4, since our fp32 kernels round differently (the output
+    projection reads a transposed copy of the embedding, word timestamps use another attention kernel)."""
     assert ours["text"] == ref["text"] and ours["language"] == ref["language"]
     assert len(ours["segments"]) == len(ref["segments"])
     for a, b in zip(ours["segments"], ref["segments"]):
@@ -497,8 +540,8 @@ def assert_same_result(ours: dict, ref: dict) -> None:
         wa, wb = a.pop("words", None), b.pop("words", None)
         assert a.keys() == b.keys()
         for k in a:
-            if isinstance(a[k], float):
-                assert a[k] == pytest.approx(b[k], rel=1e-6, abs=1e-9), f"segment {a['id']} {k}"
+            if k in ("avg_logprob", "no_speech_prob"):
+                assert a[k] == pytest.approx(b[k], abs=1e-4), f"segment {a['id']} {k}"
             else:
                 assert a[k] == b[k], f"segment {a['id']} {k}"
         assert (wa is None) == (wb is None)
@@ -512,7 +555,7 @@ def assert_same_result(ours: dict, ref: dict) -> None:
 def test_jfk_equals_reference(model, reference):
     audio = load_audio(DATA_DIR / "jfk.flac")
     ours, ref = run_both(model, reference, audio)
-    assert ours == ref  # the whole dict, float for float
+    assert_same_result(ours, ref)
     assert "ask not what your country can do for you" in ours["text"]
     ours, ref = run_both(model, reference, audio, word_timestamps=True)
     assert_same_result(ours, ref)
@@ -566,22 +609,8 @@ def test_ten_minute_concatenation_matches_reference(model, reference):
     check_parity(ours, ref, f"{len(audio) / SAMPLE_RATE / 60:.1f}-minute concatenation")
 
 
-KNOWN_NONSPEECH_HALLUCINATIONS = {
-    # tiny.en hears each humpback call as a hum: " Mmm! Mmm! ..." (no-speech probability ~0.1-0.5, probable
-    # text). The reference's transcribe() gives the same text on the same weights; no option of the reference
-    # (condition_on_previous_text=False, hallucination_silence_threshold) removes it.
-    "librosa_glacier-bay-humpback.ogg": "tiny.en transcribes whale calls as repeated 'Mmm!', as the reference does",
-}
-
-
 def _nonspeech_files():
-    files = shared_audio_files("nonspeech") or [SHARED_SPEECH / "nonspeech" / "absent"]
-    return [
-        pytest.param(p, marks=pytest.mark.xfail(reason=KNOWN_NONSPEECH_HALLUCINATIONS[p.name], strict=False))
-        if p.name in KNOWN_NONSPEECH_HALLUCINATIONS
-        else p
-        for p in files
-    ]
+    return shared_audio_files("nonspeech") or [SHARED_SPEECH / "nonspeech" / "absent"]
 
 
 def has_repeated_phrase(text: str, max_repeats: int = 2) -> bool:
@@ -598,6 +627,12 @@ def has_repeated_phrase(text: str, max_repeats: int = 2) -> bool:
 @pytest.mark.slow
 @pytest.mark.parametrize("path", _nonspeech_files(), ids=lambda p: p.name)
 def test_nonspeech_is_near_empty(model, path):
+    """Every non-speech clip gives at most a few words and no repeated phrase.
+
+    tiny.en hears each humpback call of librosa_glacier-bay-humpback.ogg as a hum: the reference's
+    transcribe() gives " Mmm!" nine times (no-speech probability 0.3-0.66 per window, probable text), and no
+    option of the reference removes it. The RepeatGuard (repeat_no_speech_threshold, on by default) does.
+    """
     require_shared_speech()
     audio = load_audio(path)
     torch.manual_seed(0)  # fallbacks sample: fix the draws

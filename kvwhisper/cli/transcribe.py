@@ -231,6 +231,14 @@ def add_parser(sub) -> None:
         default=None,
         help="(needs --word-timestamps True) skip silences longer than this around likely hallucinations",
     )
+    _opt(
+        p,
+        "--repeat-no-speech-threshold",
+        type=optional_float,
+        default=0.2,
+        help="drop a segment repeating the previous one's text when its no-speech probability is above this "
+        "(not in openai-whisper; None: off, the reference's output)",
+    )
     p.add_argument("--threads", type=optional_int, default=0, help="torch CPU threads (0: torch's default)")
     p.set_defaults(func=run)
 
@@ -283,6 +291,7 @@ def transcribe_options(args, model) -> dict:
         append_punctuations=args.append_punctuations,
         clip_timestamps=args.clip_timestamps,
         hallucination_silence_threshold=args.hallucination_silence_threshold,
+        repeat_no_speech_threshold=args.repeat_no_speech_threshold,
         task=args.task,
         language=language,
         best_of=args.best_of,
