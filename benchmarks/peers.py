@@ -313,6 +313,111 @@ def text_of(record: dict, tokenizer) -> str:
     return text
 
 
+def profile_kvwhisper(model_name: str, dtype: str, beam_size: int, threads: int, audio_path: Path) -> dict:
+    """Where kvwhisper's long-form time goes: one timed transcription with timers around the engine's parts.
+
+    Class-level wrappers (removed afterwards) time the whole-file mel, the encoder, the cross-attention K/V
+    fill, the decoder forward (its blocks, and the rest: embeddings, final LayerNorm, output projection), the
+    logits processors, the chooser, beam reordering, and the per-decode ranking; what is left of the
+    transcription is the seek loop's own work (fallback decisions, segment cutting, tokenizer, prompts).
+    """
+    import torch
+
+    import kvwhisper
+    from kvwhisper.cli.bench import _Timers
+
+    # modules by their full names (kvwhisper.engine exports a `transcribe` function too)
+    choosers, decoding, kv_cache, logits, model_mod, transcribe_mod = (
+        importlib.import_module(f"kvwhisper.engine.{m}")
+        for m in ("choosers", "decoding", "kv_cache", "logits", "model", "transcribe")
+    )
+
+    torch.set_num_threads(threads)
+    model = kvwhisper.load_model(model_name, device="cpu", dtype=dtype)
+    audio = common.read_wav(audio_path)
+    opts = {
+        "language": "en",
+        "temperature": TEMPERATURES,
+        "beam_size": beam_size if beam_size > 1 else None,
+        "condition_on_previous_text": True,
+    }
+    model.transcribe(audio[: WARMUP_SECONDS * common.SAMPLE_RATE], **opts)  # warm-up
+    timers = _Timers(lambda: None)
+    counts: dict[str, int] = {}
+
+    def count(cls, attr, label):
+        inner = getattr(cls, attr)
+
+        def counted(*args, **kwargs):
+            counts[label] = counts.get(label, 0) + 1
+            return inner(*args, **kwargs)
+
+        setattr(cls, attr, counted)
+        timers._patched.append((cls, attr, True, inner))
+
+    parts = [
+        (model_mod.Whisper, "embed_audio", "encoder"),
+        (model_mod.Whisper, "fill_cross", "cross K/V fill"),
+        (model_mod.TextDecoder, "forward", "decoder forward"),
+        (model_mod.ResidualAttentionBlock, "decode", "decoder blocks"),
+        (logits.SuppressBlank, "apply", "processors"),
+        (logits.SuppressTokens, "apply", "processors"),
+        (logits.ApplyTimestampRules, "apply", "processors"),
+        (choosers.GreedyChooser, "update", "chooser"),
+        (choosers.BeamSearchChooser, "update", "chooser"),
+        (kv_cache.KVCache, "reorder", "cache reorder"),
+        (decoding.DecodingTask, "finish", "ranking + text of each decode"),
+        (decoding.DecodingTask, "step", "decode steps"),
+    ]
+    mel_owner = transcribe_mod if hasattr(transcribe_mod, "whole_file_mel") else None
+    try:
+        for cls, attr, label in parts:
+            timers.wrap(cls, attr, label)
+        if mel_owner is not None:
+            timers.wrap(mel_owner, "whole_file_mel", "whole-file mel")
+        count(model_mod.Whisper, "decode", "decodes (windows x temperatures)")
+        count(decoding.DecodingTask, "step", "steps")
+        t0 = time.perf_counter()
+        result = model.transcribe(audio, **opts)
+        total = time.perf_counter() - t0
+    finally:
+        timers.restore()
+    t = timers.total
+    rows = [
+        ("whole-file mel", t.get("whole-file mel", 0.0)),
+        ("encoder (every decode, fallbacks included)", t.get("encoder", 0.0)),
+        ("cross K/V fill", t.get("cross K/V fill", 0.0)),
+        ("decoder blocks (attention, MLP)", t.get("decoder blocks", 0.0)),
+        (
+            "decoder rest: embeddings, final LN, output projection",
+            t.get("decoder forward", 0.0) - t.get("decoder blocks", 0.0),
+        ),
+        ("logits processors", t.get("processors", 0.0)),
+        ("chooser", t.get("chooser", 0.0)),
+        ("cache reorder (beam)", t.get("cache reorder", 0.0)),
+        (
+            "rest of the decode steps (bookkeeping)",
+            t.get("decode steps", 0.0)
+            - t.get("decoder forward", 0.0)
+            - t.get("processors", 0.0)
+            - t.get("chooser", 0.0)
+            - t.get("cache reorder", 0.0),
+        ),
+        ("ranking + text of each decode", t.get("ranking + text of each decode", 0.0)),
+    ]
+    accounted = sum(v for _, v in rows)
+    rows.append(("seek loop and everything else", total - accounted))
+    segments = result.segments if hasattr(result, "segments") else result["segments"]
+    return {
+        "total_s": total,
+        "parts": [{"part": k, "seconds": v, "percent": 100 * v / total} for k, v in rows],
+        "counts": {**counts, "segments": len(segments)},
+        "dtype": dtype,
+        "beam_size": beam_size,
+        "threads": threads,
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--worker", help=argparse.SUPPRESS)
@@ -325,10 +430,39 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", default="tiny.en")
     p.add_argument("--timeout", type=float, default=3600, help="seconds per transcription (default: 3600)")
     p.add_argument("--out", default=str(common.OUT / "peers"))
+    p.add_argument(
+        "--profile",
+        action="store_true",
+        help="instead: one kvwhisper transcription of the file with its time split by engine part",
+    )
+    p.add_argument("--dtype", default="fp32", help="with --profile: kvwhisper's dtype (default: fp32)")
+    p.add_argument("--beam-size", type=int, default=1, help="with --profile: 1 = greedy (default)")
     args = p.parse_args(argv)
 
     if args.worker:
         print(json.dumps(worker(json.loads(args.worker))), flush=True)
+        return 0
+    if args.profile:
+        long = common.build_long_file(args.minutes, common.OUT)
+        prof = profile_kvwhisper(args.model, args.dtype, args.beam_size, args.threads, long.path)
+        prof["audio"] = long.summary()
+        tag = f"{args.dtype}_beam{args.beam_size}_t{args.threads}"
+        path = common.save_json(Path(args.out) / f"profile_{tag}.json", prof)
+        print(
+            f"kvwhisper long-form profile: {args.model} {args.dtype}, "
+            + ("greedy" if args.beam_size == 1 else f"beam {args.beam_size}")
+            + f", {args.threads} threads, {long.seconds / 60:.1f} min: {prof['total_s']:.1f} s\n"
+        )
+        print(
+            common.format_table(
+                prof["parts"], [("part", "part", ""), ("seconds", "s", ".2f"), ("percent", "%", ".0f")]
+            )
+        )
+        print("\n" + ", ".join(f"{k}: {v}" for k, v in prof["counts"].items()))
+        print(f"\nJSON: {path}")
+        common.final_line(
+            {"benchmark": "peers-profile", "total_s": round(prof["total_s"], 2), "json": str(path)}
+        )
         return 0
 
     out = Path(args.out)
