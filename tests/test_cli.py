@@ -141,3 +141,22 @@ def test_help_says_where_the_output_goes(capsys):
     ):
         assert option in out
     assert "printed to stdout" in out
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        ([], 0.2),
+        (["--repeat-no-speech-threshold", "None"], None),
+        (["--repeat_no_speech_threshold", "0.5"], 0.5),
+    ],
+)
+def test_repeat_guard_option_reaches_transcribe(argv, expected, cached_model):
+    import argparse
+
+    from kvwhisper.cli import transcribe as cli_transcribe
+
+    parser = argparse.ArgumentParser()
+    cli_transcribe.add_parser(parser.add_subparsers())
+    args = parser.parse_args(["transcribe", "x.wav", *argv])
+    assert cli_transcribe.transcribe_options(args, cached_model)["repeat_no_speech_threshold"] == expected
