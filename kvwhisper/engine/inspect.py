@@ -91,7 +91,7 @@ def decode_with_stats(
         x = x[:, -1:]
     x = decoder.ln(x)
     stats.append(tensor_stats("decoder.ln", x[:, -1]))
-    logits = (x @ decoder.token_embedding.weight.to(x.dtype).T).float()
+    logits = decoder.project(x)
     return logits, qks, stats
 
 

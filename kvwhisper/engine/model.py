@@ -5,11 +5,11 @@ Parameter names follow the reference checkpoint (`encoder.blocks.0.attn.query.we
 
 Dtype policy (one place): linear/conv/embedding weights are in the model's dtype; LayerNorm parameters stay
 fp32 and LayerNorm runs in fp32; attention softmax runs inside scaled_dot_product_attention (fp32 accumulation)
-or explicitly in fp32 when weights are asked for; returned logits are fp32.
+or explicitly in fp32 (when weights are asked for, and for decode steps in bf16/fp16 on CPU, see `attend`);
+returned logits are fp32.
 
-CPU layouts (speed only, see benchmarks/RESULTS.md): in fp32 the tied output projection multiplies by a
-contiguous (n_state, n_vocab) copy of the token embedding, which MKL's GEMV reads about twice as fast as the
-transposed view (in bf16 the view is the faster one, so it is kept).
+Speed only: on CPU the decoder's linear layers and its tied output projection multiply through oneDNN-packed
+copies of their weights (packed.py); the parameters themselves are the checkpoint's.
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .kv_cache import KVCache
+from .packed import Linear, PackedWeight
+from .packed import linear as packed_linear
 
 if TYPE_CHECKING:
     from ..tokenizer import Tokenizer
@@ -66,14 +68,27 @@ def sinusoids(length: int, channels: int, max_timescale: float = 10000) -> Tenso
     return torch.cat([torch.sin(scaled_time), torch.cos(scaled_time)], dim=1)
 
 
+def attend(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+    """Unmasked attention, (N, H, Tq, D) over (N, H, S, D).
+
+    On CPU in bf16/fp16 with a few queries (a decode step) the explicit form, scores in the weights' dtype
+    and softmax in fp32, is 1.3-3x faster than the CPU flash-attention kernel (benchmarks/RESULTS.md);
+    everywhere else scaled_dot_product_attention.
+    """
+    if q.device.type == "cpu" and q.dtype != torch.float32 and q.shape[-2] <= 16:
+        w = (q @ k.transpose(-1, -2)).float() * q.shape[-1] ** -0.5
+        return torch.softmax(w, dim=-1).to(q.dtype) @ v
+    return F.scaled_dot_product_attention(q, k, v)
+
+
 class MultiHeadAttention(nn.Module):
-    def __init__(self, n_state: int, n_head: int):
+    def __init__(self, n_state: int, n_head: int, packed: bool = False):
         super().__init__()
         self.n_head = n_head
-        self.query = nn.Linear(n_state, n_state)
-        self.key = nn.Linear(n_state, n_state, bias=False)
-        self.value = nn.Linear(n_state, n_state)
-        self.out = nn.Linear(n_state, n_state)
+        self.query = Linear(n_state, n_state, packed=packed)
+        self.key = Linear(n_state, n_state, bias=False, packed=packed)
+        self.value = Linear(n_state, n_state, packed=packed)
+        self.out = Linear(n_state, n_state, packed=packed)
 
     def heads(self, x: Tensor) -> Tensor:
         """(B, T, C) -> (B, H, T, D)"""
@@ -108,7 +123,7 @@ class MultiHeadAttention(nn.Module):
         v_buf[:, :, position:end] = v
         k_all, v_all = k_buf[:, :, :end], v_buf[:, :, :end]  # (B, H, end, D)
         if T == 1:  # one new token attends to everything before it: no mask needed
-            o = F.scaled_dot_product_attention(q, k_all, v_all)
+            o = attend(q, k_all, v_all)
         elif position == 0:
             o = F.scaled_dot_product_attention(q, k_all, v_all, is_causal=True)
         else:  # several new tokens after a filled prefix: query i sees keys 0..position+i
@@ -128,7 +143,7 @@ class MultiHeadAttention(nn.Module):
         G = B // N
         q = self.query(x).view(N, G * T, H, D).transpose(1, 2)  # (N, H, G*T, D)
         if not want_qk:
-            o = F.scaled_dot_product_attention(q, k, v)
+            o = attend(q, k, v)
             qk = None
         else:
             qk = (q.float() @ k.float().transpose(-1, -2)) * D**-0.5  # (N, H, G*T, S)
@@ -141,12 +156,15 @@ class MultiHeadAttention(nn.Module):
 class ResidualAttentionBlock(nn.Module):
     def __init__(self, n_state: int, n_head: int, cross_attention: bool = False):
         super().__init__()
-        self.attn = MultiHeadAttention(n_state, n_head)
+        packed = cross_attention  # decoder blocks: one-row products, see packed.py
+        self.attn = MultiHeadAttention(n_state, n_head, packed)
         self.attn_ln = LayerNorm(n_state)
-        self.cross_attn = MultiHeadAttention(n_state, n_head) if cross_attention else None
+        self.cross_attn = MultiHeadAttention(n_state, n_head, packed) if cross_attention else None
         self.cross_attn_ln = LayerNorm(n_state) if cross_attention else None
         n_mlp = n_state * 4
-        self.mlp = nn.Sequential(nn.Linear(n_state, n_mlp), nn.GELU(), nn.Linear(n_mlp, n_state))
+        self.mlp = nn.Sequential(
+            Linear(n_state, n_mlp, packed=packed), nn.GELU(), Linear(n_mlp, n_state, packed=packed)
+        )
         self.mlp_ln = LayerNorm(n_state)
 
     def encode(self, x: Tensor) -> Tensor:
@@ -196,8 +214,7 @@ class TextDecoder(nn.Module):
             [ResidualAttentionBlock(n_state, n_head, cross_attention=True) for _ in range(n_layer)]
         )
         self.ln = LayerNorm(n_state)
-        self._output_t: Tensor | None = None  # see output_weight
-        self._output_key: tuple | None = None
+        self._output_packed = PackedWeight()  # the output projection's packed weight
 
     def cross_kv(self, audio_features: Tensor) -> tuple[Tensor, Tensor]:
         """Every layer's cross-attention K/V of the windows: two (L, N, H, S, D) tensors."""
@@ -228,30 +245,13 @@ class TextDecoder(nn.Module):
         if last_only:
             x = x[:, -1:]
         x = self.ln(x)
-        logits = (
-            x.to(self.token_embedding.weight.dtype) @ self.output_weight()
-        ).float()  # tied to the embedding
+        logits = self.project(x)  # output tied to the token embedding
         return logits, qks
 
-    def output_weight(self) -> Tensor:
-        """The output projection (n_state, n_vocab): the token embedding transposed.
-
-        On CPU in fp32 (and not while training) a contiguous copy, made once per weight version: MKL's GEMV
-        reads it about twice as fast as the strided view, and this projection is the largest read of a step.
-        """
+    def project(self, x: Tensor) -> Tensor:
+        """Logits in fp32: x (..., n_state) times the token embedding transposed (packed on CPU, see packed.py)."""
         w = self.token_embedding.weight
-        if (
-            w.device.type != "cpu"
-            or w.dtype != torch.float32
-            or (torch.is_grad_enabled() and w.requires_grad)
-        ):
-            return w.T
-        key = (w.data_ptr(), w._version, w.dtype, w.shape)
-        if self._output_key != key:
-            with torch.inference_mode(False), torch.no_grad():
-                self._output_t = w.detach().T.contiguous()
-            self._output_key = key
-        return self._output_t
+        return packed_linear(x.to(w.dtype), w, None, self._output_packed).float()
 
 
 class Whisper(nn.Module):
