@@ -20,6 +20,7 @@ from torch import Tensor
 
 from ..audio import CHUNK_LENGTH
 from .choosers import BeamSearchChooser, GreedyChooser, rank_candidates
+from .compiled import decode_one
 from .kv_cache import CACHE_MODES, KVCache
 from .logits import ApplyTimestampRules, LogitsProcessor, SuppressBlank, SuppressTokens
 
@@ -64,6 +65,8 @@ class DecodingOptions:
     fp16: bool = True
     # "full" (default), "self_only" (cross K/V recomputed each step) or "none" (everything recomputed)
     kv_cache: str = "full"
+    # torch.compile the one-token decoder step (full cache only; see compiled.py); the eager step is the reference
+    compile: bool = False
 
 
 @dataclass(frozen=True)
@@ -175,8 +178,17 @@ def detect_language(model: Whisper, mel_or_features: Tensor, tokenizer: Tokenize
 class DecoderRunner:
     """Feeds the decoder according to the cache mode and keeps the KV cache; counts what it fed."""
 
-    def __init__(self, model: Whisper, audio_features: Tensor, batch: int, capacity: int, mode: str = "full"):
+    def __init__(
+        self,
+        model: Whisper,
+        audio_features: Tensor,
+        batch: int,
+        capacity: int,
+        mode: str = "full",
+        compile: bool = False,
+    ):
         self.model, self.audio_features, self.mode = model, audio_features, mode
+        self.compile = compile and mode == "full"
         self.cache: KVCache = model.new_cache(batch, capacity)
         if mode == "full":
             model.fill_cross(self.cache, audio_features)
@@ -194,6 +206,8 @@ class DecoderRunner:
 
     def forward(self, new_tokens: Tensor, last_only: bool, want_qk: bool):
         """The decoder call itself (an inspecting runner overrides this, not the feeding logic above)."""
+        if self.compile and new_tokens.shape[1] == 1 and not want_qk:
+            return decode_one(self.model.decoder, new_tokens, self.cache), None
         return self.model.decoder(new_tokens, self.cache, last_only=last_only, want_qk=want_qk)
 
     def reorder(self, source_rows: Tensor) -> None:
@@ -319,7 +333,9 @@ class DecodingTask:
         """The state before the first step: rows repeated per group, a fresh cache."""
         tokens = tokens.repeat_interleave(self.n_group, dim=0).to(audio_features.device)
         capacity = min(self.n_ctx, tokens.shape[1] + self.sample_len)
-        runner = DecoderRunner(self.model, audio_features, tokens.shape[0], capacity, self.options.kv_cache)
+        runner = DecoderRunner(
+            self.model, audio_features, tokens.shape[0], capacity, self.options.kv_cache, self.options.compile
+        )
         self.chooser.reset(audio_features.shape[0])
         sum_logprobs = torch.zeros(tokens.shape[0], device=audio_features.device)
         return DecodeState(tokens, sum_logprobs, runner)
