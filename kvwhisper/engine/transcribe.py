@@ -207,12 +207,19 @@ def options_at(options: DecodingOptions, temperature: float) -> DecodingOptions:
 def decode_with_fallback(
     model: Whisper, mel: torch.Tensor, options: DecodingOptions, policy: FallbackPolicy
 ) -> DecodingResult:
-    """Decode one window (n_mels, N_FRAMES) at each of the policy's temperatures until one is acceptable."""
+    """Decode one window (n_mels, N_FRAMES) at each of the policy's temperatures until one is acceptable.
+
+    The encoder runs once: later temperatures decode the first result's audio features (the reference
+    encodes the same window again for every temperature; the features are the same).
+    """
     result = None
+    source = mel
     for t in policy.temperatures:
-        result = model.decode(mel, options_at(options, float(t)))
+        result = model.decode(source, options_at(options, float(t)))
         if not policy.needs_fallback(result):
             break
+        if result.audio_features is not None:
+            source = result.audio_features
     return result
 
 
