@@ -10,6 +10,7 @@ from dataclasses import FrozenInstanceError
 
 import pytest
 import torch
+import torch.nn.functional as F
 from helpers import random_mel, reference_copy, tiny_random_model
 
 from kvwhisper.engine import DecodingOptions, KVCache, decode
@@ -335,3 +336,54 @@ def test_sampling_best_of_runs_and_is_seeded(model, mels):
     torch.manual_seed(1)
     b = decode(model, mels[0], DecodingOptions(temperature=1.0, best_of=3, sample_len=6))
     assert a.tokens == b.tokens and a.temperature == 1.0 and len(a.tokens) <= 6
+
+
+# -- CPU speed paths: packed weights, explicit attention, compiled step ----------------------------------
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_packed_linear_equals_plain_and_follows_weight_changes(dtype):
+    import copy
+
+    from kvwhisper.engine import packed
+
+    if not packed._supported(dtype):
+        pytest.skip(f"oneDNN packed inner product not available in {dtype} here")
+    torch.manual_seed(0)
+    lin = packed.Linear(48, 80, packed=True).to(dtype)
+    x = torch.randn(3, 5, 48, dtype=dtype)
+    tol = dict(atol=1e-5, rtol=1e-5) if dtype == torch.float32 else dict(atol=0.1, rtol=0.02)
+    with torch.no_grad():
+        torch.testing.assert_close(lin(x), F.linear(x, lin.weight, lin.bias), **tol)
+        assert lin.packed.tensor is not None
+        lin.weight.mul_(-1)  # an in-place change (a state-dict load does this): repacked
+        torch.testing.assert_close(lin(x), F.linear(x, lin.weight, lin.bias), **tol)
+        packed.ENABLED = False
+        try:
+            assert torch.equal(lin(x), F.linear(x, lin.weight, lin.bias))
+        finally:
+            packed.ENABLED = True
+    y = lin(x)  # with autograd: the plain path, gradients reach the parameters
+    y.float().sum().backward()
+    assert lin.weight.grad is not None
+    assert copy.deepcopy(lin).packed.tensor is None  # the packed copy is never copied or pickled
+
+
+def test_explicit_attention_matches_sdpa_in_bf16():
+    from kvwhisper.engine.model import attend
+
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(2, 6, n, 64, dtype=torch.bfloat16) for n in (5, 300, 300))
+    expected = F.scaled_dot_product_attention(q.float(), k.float(), v.float())
+    torch.testing.assert_close(attend(q, k, v).float(), expected, atol=2e-2, rtol=2e-2)
+    torch.testing.assert_close(attend(q.float(), k.float(), v.float()), expected)  # fp32: SDPA itself
+
+
+@pytest.mark.slow
+def test_compiled_step_gives_the_eager_tokens(model, mels):
+    """DecodingOptions(compile=True): torch.compile of the one-token step (compiles once, ~30 s on CPU)."""
+    eager = decode(model, mels[:2], DecodingOptions(sample_len=10))
+    compiled = decode(model, mels[:2], DecodingOptions(sample_len=10, compile=True))
+    for a, b in zip(eager, compiled):
+        assert a.tokens == b.tokens
+        assert math.isclose(a.avg_logprob, b.avg_logprob, abs_tol=1e-4)

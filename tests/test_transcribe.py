@@ -14,13 +14,14 @@ import difflib
 import os
 import re
 import warnings
+from dataclasses import replace
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 from conftest import DATA_DIR, SHARED_SPEECH, require_shared_speech, shared_audio_files
-from helpers import N_VOCAB_MULTI, reference_copy, tiny_random_model
+from helpers import N_VOCAB_MULTI, random_mel, reference_copy, tiny_random_model
 
 import kvwhisper
 from kvwhisper.audio import (
@@ -441,6 +442,25 @@ def test_random_multilingual_model_matches_reference(kw, one_thread):
         expected = ref.transcribe(audio, fp16=False, **ref_kw)
     assert ours.language == expected["language"]
     assert_same_result(ours.to_dict(), expected)
+
+
+def test_fallback_runs_the_encoder_once_per_window(random_pair, one_thread, monkeypatch):
+    model, _ = random_pair
+    mel = random_mel(seed=3)[0]
+    options = DecodingOptions(sample_len=8)
+    policy = FallbackPolicy(logprob_threshold=0.0)  # every decode fails: all six temperatures are tried
+    encoded = []
+    embed = type(model).embed_audio
+    monkeypatch.setattr(type(model), "embed_audio", lambda self, m: (encoded.append(1), embed(self, m))[1])
+    torch.manual_seed(0)
+    result = decode_with_fallback(model, mel, options, policy)
+    assert result.temperature == 1.0 and len(encoded) == 1
+    # the same result as decoding the mel afresh at every temperature (the reference's way), same draws
+    torch.manual_seed(0)
+    for t in policy.temperatures:
+        fresh = model.decode(mel, replace(options, temperature=t))
+    assert len(encoded) == 1 + len(policy.temperatures)
+    assert fresh.tokens == result.tokens and fresh.avg_logprob == result.avg_logprob
 
 
 def test_empty_audio_gives_an_empty_result(random_pair, one_thread):
