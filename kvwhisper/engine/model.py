@@ -5,8 +5,8 @@ Parameter names follow the reference checkpoint (`encoder.blocks.0.attn.query.we
 
 Dtype policy (one place): linear/conv/embedding weights are in the model's dtype; LayerNorm parameters stay
 fp32 and LayerNorm runs in fp32; attention softmax runs inside scaled_dot_product_attention (fp32 accumulation)
-or explicitly in fp32 (when weights are asked for, and for decode steps in bf16/fp16 on CPU, see `attend`);
-returned logits are fp32.
+or explicitly in fp32 when weights are asked for; on CPU, bf16/fp16 models keep cross-attention K/V in fp32 and
+attend in fp32 in decode steps (see `attend`); returned logits are fp32.
 
 Speed only: on CPU the decoder's linear layers and its tied output projection multiply through oneDNN-packed
 copies of their weights (packed.py); the parameters themselves are the checkpoint's.
@@ -71,13 +71,16 @@ def sinusoids(length: int, channels: int, max_timescale: float = 10000) -> Tenso
 def attend(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
     """Unmasked attention, (N, H, Tq, D) over (N, H, S, D).
 
-    On CPU in bf16/fp16 with a few queries (a decode step) the explicit form, scores in the weights' dtype
-    and softmax in fp32, is 1.3-3x faster than the CPU flash-attention kernel (benchmarks/RESULTS.md);
-    everywhere else scaled_dot_product_attention.
+    On CPU with bf16/fp16 activations, a decode step (few queries) and anything over fp32 cross-attention K/V
+    (see `cross_kv`) attends in fp32: the CPU flash-attention kernel is 2-3x slower in bf16 than in fp32 for
+    one query over 1500 audio positions (benchmarks/RESULTS.md), and fp32 is the more exact of the two.
     """
-    if q.device.type == "cpu" and q.dtype != torch.float32 and q.shape[-2] <= 16:
-        w = (q @ k.transpose(-1, -2)).float() * q.shape[-1] ** -0.5
-        return torch.softmax(w, dim=-1).to(q.dtype) @ v
+    if (
+        q.device.type == "cpu"
+        and q.dtype != torch.float32
+        and (k.dtype == torch.float32 or q.shape[-2] <= 16)
+    ):
+        return F.scaled_dot_product_attention(q.float(), k.float(), v.float()).to(q.dtype)
     return F.scaled_dot_product_attention(q, k, v)
 
 
@@ -147,7 +150,7 @@ class MultiHeadAttention(nn.Module):
             qk = None
         else:
             qk = (q.float() @ k.float().transpose(-1, -2)) * D**-0.5  # (N, H, G*T, S)
-            o = torch.softmax(qk, dim=-1).to(q.dtype) @ v
+            o = (torch.softmax(qk, dim=-1) @ v.float()).to(q.dtype)
             qk = qk.view(N, H, G, T, S).permute(0, 2, 1, 3, 4).reshape(B, H, T, S)
         o = o.transpose(1, 2).reshape(B, T, C)  # (N, G*T, H, D) -> (N*G, T, C)
         return self.out(o), qk
@@ -217,9 +220,15 @@ class TextDecoder(nn.Module):
         self._output_packed = PackedWeight()  # the output projection's packed weight
 
     def cross_kv(self, audio_features: Tensor) -> tuple[Tensor, Tensor]:
-        """Every layer's cross-attention K/V of the windows: two (L, N, H, S, D) tensors."""
+        """Every layer's cross-attention K/V of the windows: two (L, N, H, S, D) tensors.
+
+        Kept in fp32 on CPU whatever the model's dtype: decode steps attend over them in fp32 (see `attend`).
+        """
         ks, vs = zip(*(block.cross_attn.project_kv(audio_features) for block in self.blocks))
-        return torch.stack(ks), torch.stack(vs)
+        k, v = torch.stack(ks), torch.stack(vs)
+        if k.device.type == "cpu":
+            k, v = k.float(), v.float()
+        return k, v
 
     def forward(
         self, tokens: Tensor, cache: KVCache, *, last_only: bool = False, want_qk: bool = False
