@@ -159,4 +159,8 @@ def test_repeat_guard_option_reaches_transcribe(argv, expected, cached_model):
     parser = argparse.ArgumentParser()
     cli_transcribe.add_parser(parser.add_subparsers())
     args = parser.parse_args(["transcribe", "x.wav", *argv])
-    assert cli_transcribe.transcribe_options(args, cached_model)["repeat_no_speech_threshold"] == expected
+    options = cli_transcribe.transcribe_options(args, cached_model)
+    assert options["repeat_no_speech_threshold"] == expected
+    assert options["compile"] is False
+    args = parser.parse_args(["transcribe", "x.wav", "--compile"])
+    assert cli_transcribe.transcribe_options(args, cached_model)["compile"] is True

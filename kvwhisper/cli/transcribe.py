@@ -240,6 +240,11 @@ def add_parser(sub) -> None:
         "(not in openai-whisper; None: off, the reference's output)",
     )
     p.add_argument("--threads", type=optional_int, default=0, help="torch CPU threads (0: torch's default)")
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile the one-token decoder step (compiles on first use; for long audio)",
+    )
     p.set_defaults(func=run)
 
 
@@ -299,6 +304,7 @@ def transcribe_options(args, model) -> dict:
         patience=args.patience,
         length_penalty=args.length_penalty,
         suppress_tokens=args.suppress_tokens,
+        compile=args.compile,
     )
 
 
