@@ -257,3 +257,8 @@ def test_public_api_names():
         "pad_or_trim",
     ):
         assert hasattr(kvwhisper, name), name
+
+
+def test_loaded_model_is_for_inference(tiny_en):
+    assert not tiny_en.training
+    assert not any(p.requires_grad for p in tiny_en.parameters())

@@ -179,7 +179,9 @@ def build_model(ckpt: Checkpoint, source: Path, dtype: torch.dtype, model_name: 
             model.tokenizer = Tokenizer.from_file(ckpt.tokenizer_path, n_vocab=ckpt.dims.n_vocab)
         except TokenizerError as e:
             raise ModelLoadError(f"{source}: tokenizer does not fit the model ({e})") from e
-    return model.eval()
+    # an inference engine: no autograd on the weights (calls outside no_grad stay on the fast CPU paths of
+    # packed.py); `model.requires_grad_(True)` to train
+    return model.eval().requires_grad_(False)
 
 
 def default_alignment_heads(ckpt: Checkpoint, model_name: str | None) -> torch.Tensor | list:

@@ -159,7 +159,9 @@ class MultiHeadAttention(nn.Module):
 class ResidualAttentionBlock(nn.Module):
     def __init__(self, n_state: int, n_head: int, cross_attention: bool = False):
         super().__init__()
-        packed = cross_attention  # decoder blocks: one-row products, see packed.py
+        packed = (
+            True  # oneDNN-packed weights on CPU (packed.py): faster one-row products and fp32 encoder GEMMs
+        )
         self.attn = MultiHeadAttention(n_state, n_head, packed)
         self.attn_ln = LayerNorm(n_state)
         self.cross_attn = MultiHeadAttention(n_state, n_head, packed) if cross_attention else None
