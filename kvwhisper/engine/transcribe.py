@@ -8,16 +8,15 @@ decisions, so ``result.to_dict()`` equals the reference's result dict on the sam
 - ``decode_with_fallback`` + ``FallbackPolicy``: decode a window at each temperature in turn until the result
   is neither too repetitive (gzip compression ratio) nor too improbable (average log-probability), unless the
   window is judged silent; ``FallbackPolicy.is_silence`` is the no-speech skip.
-- ``cut_window``: cut a window's tokens into segments at consecutive timestamp tokens and say how far to
-  seek: to the window end after a single trailing timestamp, else to the last complete timestamp pair.
-- ``timing.add_word_timestamps`` (word_timestamps=True), then ``skip_hallucinations``
+- ``segments.cut_window``: cut a window's tokens into segments at consecutive timestamp tokens and say how far
+  to seek: to the window end after a single trailing timestamp, else to the last complete timestamp pair;
+  ``segments.Segment`` / ``TranscriptionResult``: the typed results.
+- ``timing.add_word_timestamps`` (word_timestamps=True), then ``hallucination.skip_hallucinations``
   (hallucination_silence_threshold).
-- ``SeekLoop``: the state that runs from window to window (seek, prompt tokens, segments).
-- ``RepeatGuard`` (``repeat_no_speech_threshold``, our addition, not in the reference): a segment whose text
-  repeats the previous segment's word for word is dropped when its window was doubtful (no-speech probability
-  above the threshold). This is what keeps a hum, music or animal calls from coming out as " Mmm! Mmm! Mmm!"
-  across windows, which no check of the reference catches (each window is short and probable on its own).
-  ``repeat_no_speech_threshold=None`` turns it off and gives the reference's output exactly.
+- ``hallucination.RepeatGuard`` (``repeat_no_speech_threshold``, our addition, not in the reference): a segment
+  repeating the previous one word for word is dropped when its window was doubtful; None gives the reference's
+  output exactly.
+- ``SeekLoop`` (here): the state that runs from window to window (seek, prompt tokens, segments).
 
 The seek always moves forward: a window that would not advance it (only possible with unusual models or
 options) is consumed whole, clip ends are clamped to the audio, so every input terminates.
@@ -27,7 +26,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -45,14 +44,15 @@ from ..audio import (
 from ..output import format_timestamp, get_end, make_safe
 from ..tokenizer import LANGUAGES
 from .decoding import DecodingOptions, DecodingResult, task_tokenizer
-from .timing import APPEND_PUNCTUATIONS, PREPEND_PUNCTUATIONS, Word, add_word_timestamps, words_from_dicts
+from .hallucination import RepeatGuard, comparable_text, skip_hallucinations
+from .segments import Draft, Segment, TranscriptionResult, Window, WindowCut, cut_window
+from .timing import APPEND_PUNCTUATIONS, PREPEND_PUNCTUATIONS, Word, add_word_timestamps
 
 if TYPE_CHECKING:
     from ..tokenizer import Tokenizer
     from .model import Whisper
 
 DEFAULT_TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
-PUNCTUATION = "\"'“¿([{-\"'.。,，!！?？:：”)]}、"  # words that do not count in hallucination scores
 
 __all__ = [
     "DEFAULT_TEMPERATURES",
@@ -69,69 +69,6 @@ __all__ = [
     "skip_hallucinations",
     "transcribe",
 ]
-
-
-# ---------------------------------------------------------------------------------------------------------
-# results
-
-
-@dataclass(frozen=True)
-class Segment:
-    """A stretch of transcript cut at timestamp tokens. Times are seconds from the start of the audio."""
-
-    id: int
-    seek: int  # mel frame where the window that produced it starts
-    start: float
-    end: float
-    text: str
-    tokens: tuple[int, ...]  # text and timestamp tokens
-    temperature: float  # of the decode that produced it
-    avg_logprob: float
-    compression_ratio: float
-    no_speech_prob: float
-    words: tuple[Word, ...] | None = (
-        None  # with word_timestamps (or () for a cleared segment, as the reference)
-    )
-
-    def to_dict(self) -> dict:
-        d = {
-            "id": self.id,
-            "seek": self.seek,
-            "start": self.start,
-            "end": self.end,
-            "text": self.text,
-            "tokens": list(self.tokens),
-            "temperature": self.temperature,
-            "avg_logprob": self.avg_logprob,
-            "compression_ratio": self.compression_ratio,
-            "no_speech_prob": self.no_speech_prob,
-        }
-        if self.words is not None:
-            d["words"] = [w.to_dict() for w in self.words]
-        return d
-
-
-@dataclass(frozen=True)
-class TranscriptionResult:
-    """The transcript, its segments, and the language (given, detected, or "en" for English-only models)."""
-
-    text: str
-    segments: tuple[Segment, ...]
-    language: str
-
-    def to_dict(self) -> dict:
-        """The reference's result dict: ``{"text", "segments": [...], "language"}``."""
-        return {
-            "text": self.text,
-            "segments": [s.to_dict() for s in self.segments],
-            "language": self.language,
-        }
-
-    def __getitem__(self, key: str) -> Any:
-        """``result["text"]`` etc., for code written against the reference's dict."""
-        if key not in ("text", "segments", "language"):
-            raise KeyError(key)
-        return self.to_dict()[key] if key == "segments" else getattr(self, key)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -224,247 +161,7 @@ def decode_with_fallback(
 
 
 # ---------------------------------------------------------------------------------------------------------
-# segments of a window
-
-
-@dataclass(frozen=True)
-class Piece:
-    """A segment of a window before it is placed in time: offsets in seconds from the window start."""
-
-    start: float
-    end: float
-    tokens: list[int]
-
-
-@dataclass(frozen=True)
-class WindowCut:
-    pieces: list[Piece]
-    advance: int  # mel frames to move the seek by
-    single_timestamp_ending: bool  # the window ended on one timestamp: nothing is left unfinished
-
-
-def cut_window(
-    tokens: Sequence[int],
-    timestamp_begin: int,
-    segment_size: int,
-    input_stride: int = 2,
-    time_precision: float = 0.02,
-) -> WindowCut:
-    """Cut a window's sampled tokens into segments at each pair of consecutive timestamp tokens.
-
-    - with pairs: one piece per ``<|t0|> text <|t1|>`` run; after a single trailing timestamp the whole window
-      is consumed, otherwise the unfinished tail is dropped and the seek moves to the last timestamp;
-    - without pairs: one piece for the whole window, ending at the last timestamp when there is one, and
-      the whole window is consumed.
-    """
-    tokens = list(tokens)
-    is_ts = [t >= timestamp_begin for t in tokens]
-    single_timestamp_ending = is_ts[-2:] == [False, True]
-    consecutive = [i + 1 for i in range(len(tokens) - 1) if is_ts[i] and is_ts[i + 1]]
-    if consecutive:
-        slices = consecutive + ([len(tokens)] if single_timestamp_ending else [])
-        pieces, last_slice = [], 0
-        for current in slices:
-            sliced = tokens[last_slice:current]
-            start_pos, end_pos = sliced[0] - timestamp_begin, sliced[-1] - timestamp_begin
-            pieces.append(Piece(start_pos * time_precision, end_pos * time_precision, sliced))
-            last_slice = current
-        if single_timestamp_ending:
-            advance = segment_size
-        else:
-            advance = (tokens[last_slice - 1] - timestamp_begin) * input_stride
-        return WindowCut(pieces, advance, single_timestamp_ending)
-
-    duration = segment_size * HOP_LENGTH / SAMPLE_RATE
-    timestamps = [t for t, ts in zip(tokens, is_ts) if ts]
-    if timestamps and timestamps[-1] != timestamp_begin:  # no pair, but a timestamp: the text ends there
-        duration = (timestamps[-1] - timestamp_begin) * time_precision
-    return WindowCut([Piece(0.0, duration, tokens)], segment_size, single_timestamp_ending)
-
-
-@dataclass
-class Draft:
-    """A segment of the current window while word timestamps and the hallucination checks may edit it."""
-
-    seek: int
-    start: float
-    end: float
-    tokens: list[int]
-    text: str
-    result: DecodingResult
-    words: list[dict] | None = None
-
-    def clear(self) -> None:
-        self.text, self.tokens, self.words = "", [], []
-
-    def freeze(self, id: int) -> Segment:
-        r = self.result
-        words = None if self.words is None else words_from_dicts(self.words)
-        return Segment(
-            id,
-            self.seek,
-            float(self.start),
-            float(self.end),
-            self.text,
-            tuple(self.tokens),
-            r.temperature,
-            r.avg_logprob,
-            r.compression_ratio,
-            r.no_speech_prob,
-            words,
-        )
-
-
-# ---------------------------------------------------------------------------------------------------------
-# hallucination_silence_threshold
-
-
-def word_anomaly_score(word: dict) -> float:
-    """How unlike a real word: improbable, very short or very long."""
-    probability = word.get("probability", 0.0)
-    duration = word["end"] - word["start"]
-    score = 0.0
-    if probability < 0.15:
-        score += 1.0
-    if duration < 0.133:
-        score += (0.133 - duration) * 15
-    if duration > 2.0:
-        score += duration - 2.0
-    return score
-
-
-def is_segment_anomaly(segment: Draft | None) -> bool:
-    if segment is None or not segment.words:
-        return False
-    words = [w for w in segment.words if w["word"] not in PUNCTUATION][:8]
-    score = sum(word_anomaly_score(w) for w in words)
-    return score >= 3 or score + 0.01 >= len(words)
-
-
-def _next_words_segment(segments: Sequence[Draft]) -> Draft | None:
-    return next((s for s in segments if s.words), None)
-
-
-@dataclass(frozen=True)
-class Window:
-    """Where the current window lies (frames and seconds)."""
-
-    seek: int
-    segment_size: int  # content frames in the window
-
-    @property
-    def time_offset(self) -> float:
-        return float(self.seek * HOP_LENGTH / SAMPLE_RATE)
-
-    @property
-    def end_time(self) -> float:
-        return float((self.seek + N_FRAMES) * HOP_LENGTH / SAMPLE_RATE)
-
-    @property
-    def duration(self) -> float:
-        return self.segment_size * HOP_LENGTH / SAMPLE_RATE
-
-
-def skip_hallucinations(
-    segments: list[Draft],
-    window: Window,
-    seek: int,
-    *,
-    threshold: float,
-    single_timestamp_ending: bool,
-    last_speech_timestamp: float,
-    content_duration: float,
-    content_frames: int,
-) -> tuple[int, list[Draft], bool]:
-    """The reference's hallucination_silence_threshold logic: (new seek, kept segments, redo).
-
-    redo=True: the window's first words look hallucinated after a long silence; drop the window and decode
-    again from after the silence. Otherwise segments from an anomalous one surrounded by silence (or by
-    more anomalies) onwards are dropped and the seek moves to it.
-    """
-    time_offset = window.time_offset
-    if not single_timestamp_ending:
-        last_word_end = get_end([{"words": s.words or [], "end": s.end} for s in segments])
-        if last_word_end is not None and last_word_end > time_offset:
-            remaining_duration = window.end_time - last_word_end
-            if remaining_duration > threshold:
-                seek = round(last_word_end * FRAMES_PER_SECOND)
-            else:
-                seek = window.seek + window.segment_size
-
-    # if the first segment might be a hallucination, skip the leading silence
-    first_segment = _next_words_segment(segments)
-    if first_segment is not None and is_segment_anomaly(first_segment):
-        gap = first_segment.start - time_offset
-        if gap > threshold:
-            return window.seek + round(gap * FRAMES_PER_SECOND), segments, True
-
-    # skip silence before any possible hallucination surrounded by silence or more hallucinations
-    hal_last_end = last_speech_timestamp
-    for si, segment in enumerate(segments):
-        if not segment.words:
-            continue
-        if is_segment_anomaly(segment):
-            next_segment = _next_words_segment(segments[si + 1 :])
-            hal_next_start = (
-                next_segment.words[0]["start"]
-                if next_segment is not None
-                else (time_offset + window.duration)
-            )
-            silence_before = (
-                segment.start - hal_last_end > threshold
-                or segment.start < threshold
-                or segment.start - time_offset < 2.0
-            )
-            silence_after = (
-                hal_next_start - segment.end > threshold
-                or is_segment_anomaly(next_segment)
-                or window.end_time - segment.end < 2.0
-            )
-            if silence_before and silence_after:
-                seek = round(max(time_offset + 1, segment.start) * FRAMES_PER_SECOND)
-                if content_duration - segment.end < threshold:
-                    seek = content_frames
-                return seek, segments[:si], False
-        hal_last_end = segment.end
-    return seek, segments, False
-
-
-# ---------------------------------------------------------------------------------------------------------
 # the seek loop
-
-
-@dataclass
-class RepeatGuard:
-    """Drops a segment that repeats the previous segment's text when the model doubted there was speech.
-
-    Hallucinations on non-speech (a hum, music, whale calls) repeat one short text from segment to segment
-    and window to window; each window is short and probable on its own, so neither the compression-ratio
-    check nor the reference's silence rule (no-speech probability above 0.6 *and* a low log-probability)
-    catches them. Real speech rarely repeats a whole segment word for word: over the 49 speech files of
-    ../shared/data/speech (126 segments with tiny.en) no segment repeats its predecessor. The no-speech
-    condition is a weak second filter only: with tiny.en it is 0.11 at the median and 0.55 at the 90th
-    percentile on those speech windows, 0.3-0.66 on the whale calls.
-    """
-
-    no_speech_threshold: float | None = 0.2
-    dropped: list[tuple[float, float, str]] = field(default_factory=list)  # (start, end, text) dropped
-
-    def keep(self, draft: Draft, previous_text: str | None) -> bool:
-        if self.no_speech_threshold is None or previous_text is None:
-            return True
-        text = _comparable(draft.text)
-        if not text or text != previous_text:
-            return True
-        if draft.result.no_speech_prob <= self.no_speech_threshold:
-            return True
-        self.dropped.append((float(draft.start), float(draft.end), draft.text))
-        return False
-
-
-def _comparable(text: str) -> str:
-    """Segment text for the repeat check: words only, lower case."""
-    return " ".join("".join(c for c in text.lower() if c.isalnum() or c.isspace()).split())
 
 
 @dataclass(frozen=True)
@@ -610,11 +307,11 @@ class SeekLoop:
     def _previous_text(self, pending: list[Draft]) -> str | None:
         """The comparable text of the last segment with text (this window's kept ones first)."""
         for d in reversed(pending):
-            if _comparable(d.text):
-                return _comparable(d.text)
+            if comparable_text(d.text):
+                return comparable_text(d.text)
         for seg in reversed(self.segments):
-            if _comparable(seg.text):
-                return _comparable(seg.text)
+            if comparable_text(seg.text):
+                return comparable_text(seg.text)
         return None
 
     # -- the loop -------------------------------------------------------------------------------------------
