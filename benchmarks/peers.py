@@ -324,7 +324,7 @@ def profile_kvwhisper(model_name: str, dtype: str, beam_size: int, threads: int,
     import torch
 
     import kvwhisper
-    from kvwhisper.cli.bench import _Timers
+    from kvwhisper.cli.bench_breakdown import _Timers
 
     # modules by their full names (kvwhisper.engine exports a `transcribe` function too)
     choosers, decoding, kv_cache, logits, model_mod, transcribe_mod = (

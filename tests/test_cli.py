@@ -164,3 +164,19 @@ def test_repeat_guard_option_reaches_transcribe(argv, expected, cached_model):
     assert options["compile"] is False
     args = parser.parse_args(["transcribe", "x.wav", "--compile"])
     assert cli_transcribe.transcribe_options(args, cached_model)["compile"] is True
+
+
+@pytest.mark.slow
+def test_bench_cli_writes_table_json_and_plot(jfk_path, tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    argv = ["bench", str(jfk_path), "--dtype", "fp32", "--beam-size", "1", "--runs", "1", "--sample-len", "6"]
+    assert main([*argv, "--breakdown", "--out", str(tmp_path), "--threads", "1"]) == 0
+    out = capsys.readouterr().out
+    final = json.loads(out.strip().splitlines()[-1])
+    assert final["benchmark"] == "kv_cache" and final["fp32_beam1_w0_full_step_ms"] > 0
+    assert final["fp32_beam1_w0_full_vs_none"]["6"] > 0
+    report = json.loads((tmp_path / "kv_cache.json").read_text())
+    assert (tmp_path / "kv_cache.png").stat().st_size > 0
+    assert "Where a cached (full) step's time goes" in out and "| full |" in out
+    assert sorted(r["mode"] for r in report["results"]) == ["full", "none", "self_only"]
+    assert all(len(r["step_ms"]) == 6 for r in report["results"])  # a latency per generated position
