@@ -350,7 +350,7 @@ def test_packed_linear_equals_plain_and_follows_weight_changes(dtype):
     if not packed._supported(dtype):
         pytest.skip(f"oneDNN packed inner product not available in {dtype} here")
     torch.manual_seed(0)
-    lin = packed.Linear(48, 80, packed=True).to(dtype)
+    lin = packed.Linear(48, 80).to(dtype)
     x = torch.randn(3, 5, 48, dtype=dtype)
     tol = dict(atol=1e-5, rtol=1e-5) if dtype == torch.float32 else dict(atol=0.1, rtol=0.02)
     with torch.no_grad():

@@ -20,7 +20,6 @@ from torch import Tensor
 
 from ..audio import CHUNK_LENGTH
 from .choosers import BeamSearchChooser, GreedyChooser, rank_candidates
-from .compiled import decode_one
 from .kv_cache import CACHE_MODES, KVCache
 from .logits import ApplyTimestampRules, LogitsProcessor, SuppressBlank, SuppressTokens
 
@@ -206,9 +205,10 @@ class DecoderRunner:
 
     def forward(self, new_tokens: Tensor, last_only: bool, want_qk: bool):
         """The decoder call itself (an inspecting runner overrides this, not the feeding logic above)."""
-        if self.compile and new_tokens.shape[1] == 1 and not want_qk:
-            return decode_one(self.model.decoder, new_tokens, self.cache), None
-        return self.model.decoder(new_tokens, self.cache, last_only=last_only, want_qk=want_qk)
+        compile = self.compile and new_tokens.shape[1] == 1 and not want_qk  # one-token steps only
+        return self.model.decoder(
+            new_tokens, self.cache, last_only=last_only, want_qk=want_qk, compile=compile
+        )
 
     def reorder(self, source_rows: Tensor) -> None:
         if self.mode != "none":

@@ -8,8 +8,8 @@ fp32 and LayerNorm runs in fp32; attention softmax runs inside scaled_dot_produc
 or explicitly in fp32 when weights are asked for; on CPU, bf16/fp16 models keep cross-attention K/V in fp32 and
 attend in fp32 in decode steps (see `attend`); returned logits are fp32.
 
-Speed only: on CPU the decoder's linear layers and its tied output projection multiply through oneDNN-packed
-copies of their weights (packed.py); the parameters themselves are the checkpoint's.
+Speed only: on CPU every linear layer and the tied output projection multiply through oneDNN-packed copies of
+their weights (packed.py); the parameters themselves are the checkpoint's.
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .kv_cache import KVCache
+from .compiled import compiled
+from .kv_cache import KVCache, LayerKV
 from .packed import Linear, PackedWeight
 from .packed import linear as packed_linear
 
@@ -85,13 +86,13 @@ def attend(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
 
 
 class MultiHeadAttention(nn.Module):
-    def __init__(self, n_state: int, n_head: int, packed: bool = False):
+    def __init__(self, n_state: int, n_head: int):
         super().__init__()
         self.n_head = n_head
-        self.query = Linear(n_state, n_state, packed=packed)
-        self.key = Linear(n_state, n_state, bias=False, packed=packed)
-        self.value = Linear(n_state, n_state, packed=packed)
-        self.out = Linear(n_state, n_state, packed=packed)
+        self.query = Linear(n_state, n_state)
+        self.key = Linear(n_state, n_state, bias=False)
+        self.value = Linear(n_state, n_state)
+        self.out = Linear(n_state, n_state)
 
     def heads(self, x: Tensor) -> Tensor:
         """(B, T, C) -> (B, H, T, D)"""
@@ -159,17 +160,12 @@ class MultiHeadAttention(nn.Module):
 class ResidualAttentionBlock(nn.Module):
     def __init__(self, n_state: int, n_head: int, cross_attention: bool = False):
         super().__init__()
-        packed = (
-            True  # oneDNN-packed weights on CPU (packed.py): faster one-row products and fp32 encoder GEMMs
-        )
-        self.attn = MultiHeadAttention(n_state, n_head, packed)
+        self.attn = MultiHeadAttention(n_state, n_head)
         self.attn_ln = LayerNorm(n_state)
-        self.cross_attn = MultiHeadAttention(n_state, n_head, packed) if cross_attention else None
+        self.cross_attn = MultiHeadAttention(n_state, n_head) if cross_attention else None
         self.cross_attn_ln = LayerNorm(n_state) if cross_attention else None
         n_mlp = n_state * 4
-        self.mlp = nn.Sequential(
-            Linear(n_state, n_mlp, packed=packed), nn.GELU(), Linear(n_mlp, n_state, packed=packed)
-        )
+        self.mlp = nn.Sequential(Linear(n_state, n_mlp), nn.GELU(), Linear(n_mlp, n_state))
         self.mlp_ln = LayerNorm(n_state)
 
     def encode(self, x: Tensor) -> Tensor:
@@ -233,31 +229,54 @@ class TextDecoder(nn.Module):
         return k, v
 
     def forward(
-        self, tokens: Tensor, cache: KVCache, *, last_only: bool = False, want_qk: bool = False
+        self,
+        tokens: Tensor,
+        cache: KVCache,
+        *,
+        last_only: bool = False,
+        want_qk: bool = False,
+        compile: bool = False,
     ) -> tuple[Tensor, list[Tensor] | None]:
         """Decode T new tokens (B, T) at `cache.position`, writing their K/V into the cache.
 
         Returns logits (B, T, n_vocab) in fp32 ((B, 1, n_vocab) with last_only), and with want_qk the
         cross-attention scores of every layer, each (B, H, T, S). The cache must hold cross K/V.
+        With compile, `decode_at` runs through `torch.compile` (see compiled.py).
         """
         if not cache.has_cross:
             raise RuntimeError("KV cache has no cross-attention K/V: call fill_cross first")
         position, T = cache.position, tokens.shape[1]
         if position + T > self.positional_embedding.shape[0]:
             raise ValueError(f"decoder context is {self.positional_embedding.shape[0]} tokens")
+        run = compiled(TextDecoder.decode_at) if compile else TextDecoder.decode_at
+        kv = (cache.self_k, cache.self_v, cache.cross_k, cache.cross_v)
+        logits, qks = run(self, tokens, position, *kv, last_only, want_qk)
+        cache.advance(T)
+        return logits, qks
+
+    def decode_at(
+        self,
+        tokens: Tensor,
+        position: int,
+        self_k: Tensor,
+        self_v: Tensor,
+        cross_k: Tensor,
+        cross_v: Tensor,
+        last_only: bool = False,
+        want_qk: bool = False,
+    ) -> tuple[Tensor, list[Tensor] | None]:
+        """`forward` on the cache's tensors (L, ...) and an int position: plain arguments, so it compiles."""
+        T = tokens.shape[1]
         x = self.token_embedding(tokens) + self.positional_embedding[position : position + T]
-        x = x.to(cache.self_k.dtype)
+        x = x.to(self_k.dtype)
         qks = [] if want_qk else None
         for i, block in enumerate(self.blocks):
-            x, qk = block.decode(x, cache.layer(i), position, want_qk)
+            x, qk = block.decode(x, LayerKV(self_k[i], self_v[i], cross_k[i], cross_v[i]), position, want_qk)
             if want_qk:
                 qks.append(qk)
-        cache.advance(T)
         if last_only:
             x = x[:, -1:]
-        x = self.ln(x)
-        logits = self.project(x)  # output tied to the token embedding
-        return logits, qks
+        return self.project(self.ln(x)), qks  # output tied to the token embedding
 
     def project(self, x: Tensor) -> Tensor:
         """Logits in fp32: x (..., n_state) times the token embedding transposed (packed on CPU, see packed.py)."""

@@ -77,20 +77,20 @@ class PackedWeight:
         self.__init__()
 
 
-def linear(x: Tensor, weight: Tensor, bias: Tensor | None, packed: PackedWeight | None) -> Tensor:
+def linear(x: Tensor, weight: Tensor, bias: Tensor | None, packed: PackedWeight) -> Tensor:
     """`F.linear(x, weight, bias)`, through the packed weight when it applies."""
-    w = None if packed is None or x.dtype != weight.dtype else packed.get(weight)
+    w = packed.get(weight) if x.dtype == weight.dtype else None
     if w is None:
         return F.linear(x, weight, bias)
     return torch.ops.mkldnn._linear_pointwise(x, w, bias, "none", [], "")
 
 
 class Linear(nn.Linear):
-    """`nn.Linear` (same parameters, same names) that multiplies through a packed weight when `packed`."""
+    """`nn.Linear` (same parameters, same names) that multiplies through its packed weight where it applies."""
 
-    def __init__(self, in_features: int, out_features: int, bias: bool = True, *, packed: bool = False):
+    def __init__(self, in_features: int, out_features: int, bias: bool = True):
         super().__init__(in_features, out_features, bias=bias)
-        self.packed = PackedWeight() if packed else None
+        self.packed = PackedWeight()
 
     def forward(self, x: Tensor) -> Tensor:
         return linear(x, self.weight, self.bias, self.packed)
