@@ -72,12 +72,19 @@ def random_mel(seed: int = 0, n: int = 1, n_mels: int = 80) -> torch.Tensor:
 
 
 def reference_copy(model: Whisper):
-    """The reference's Whisper (openai-whisper) holding exactly our weights."""
+    """The reference's Whisper (openai-whisper) holding exactly our weights and alignment heads."""
     import whisper.model
 
     ref = whisper.model.Whisper(whisper.model.ModelDimensions(**model.dims.to_dict()))
     ref.load_state_dict({k: v.float() for k, v in model.state_dict().items()})
-    return ref.eval()
+    return with_our_alignment_heads(ref.eval(), model)
+
+
+def with_our_alignment_heads(ref, model: Whisper):
+    """Give the reference model our alignment heads (a .pt without them gets the reference's all-last-half
+    default; loaded by name, the reference would use the official heads, which our checkpoints carry)."""
+    ref.register_buffer("alignment_heads", model.alignment_heads.clone().to_sparse(), persistent=False)
+    return ref
 
 
 # -- a CTranslate2 model.bin writer (tests only: the loader must read what the real converter writes) -------

@@ -109,9 +109,7 @@ def test_merge_punctuations_equals_reference(text):
 @pytest.fixture(scope="module")
 def models():
     model = tiny_random_model(seed=3)
-    ref = reference_copy(model)
-    ref.register_buffer("alignment_heads", model.alignment_heads.clone().to_sparse(), persistent=False)
-    return model, ref
+    return model, reference_copy(model)
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import DATA_DIR, SHARED_SPEECH, require_shared_speech, shared_audio_files
-from helpers import N_VOCAB_MULTI, random_mel, reference_copy, tiny_random_model
+from helpers import N_VOCAB_MULTI, random_mel, reference_copy, tiny_random_model, with_our_alignment_heads
 
 import kvwhisper
 from kvwhisper.audio import (
@@ -294,11 +294,13 @@ def test_repeat_guard_compares_words_not_case_or_punctuation():
         return SimpleNamespace(text=text, start=0.0, end=1.0, result=SimpleNamespace(no_speech_prob=nsp))
 
     guard = RepeatGuard(0.2)
-    assert not guard.keep(draft(" mmm.", 0.5), "mmm")
-    assert guard.keep(draft(" Mmm hmm", 0.5), "mmm")
-    assert guard.keep(draft(" ...", 0.5), "")  # no words: nothing to repeat
-    assert guard.keep(draft(" Mmm!", 0.5), None)  # the first segment
-    assert guard.keep(draft(" Mmm!", 0.2), "mmm")  # at the threshold: kept
+    assert guard.keep(draft(" Mmm!", 0.5))  # the first segment
+    assert not guard.keep(draft(" mmm.", 0.5))  # the same words
+    assert guard.keep(draft(" ...", 0.5))  # no words: nothing to repeat, and nothing to compare with later
+    assert guard.last_text == "mmm"
+    assert guard.keep(draft(" Mmm!", 0.2))  # at the threshold: kept
+    assert guard.keep(draft(" Mmm hmm", 0.5))  # other words
+    assert [text for _, _, text in guard.dropped] == [" mmm."]
 
 
 def test_clips_are_transcribed_in_order_and_clamped_to_the_audio():
@@ -388,9 +390,7 @@ def one_thread():
 @pytest.fixture(scope="module")
 def random_pair():
     model = tiny_random_model(seed=5)
-    ref = reference_copy(model)
-    ref.register_buffer("alignment_heads", model.alignment_heads.clone().to_sparse(), persistent=False)
-    return model, ref
+    return model, reference_copy(model)
 
 
 def noise(seconds: float, seed: int = 0) -> np.ndarray:
@@ -483,9 +483,7 @@ def reference(model, tmp_path_factory):
     whisper = pytest.importorskip("whisper", reason="openai-whisper (the reference) is a test dependency")
     path = tmp_path_factory.mktemp("ref") / "tiny.en.pt"
     write_openai(model, path)
-    ref = whisper.load_model(str(path), device="cpu")
-    ref.register_buffer("alignment_heads", model.alignment_heads.clone().to_sparse(), persistent=False)
-    return ref
+    return with_our_alignment_heads(whisper.load_model(str(path), device="cpu"), model)
 
 
 def run_both(model, reference, audio: np.ndarray, **kw) -> tuple[dict, dict]:

@@ -133,18 +133,23 @@ class RepeatGuard:
     """
 
     no_speech_threshold: float | None = 0.2
+    last_text: str = ""  # comparable_text of the last kept segment that has words
     dropped: list[tuple[float, float, str]] = field(default_factory=list)  # (start, end, text) dropped
 
-    def keep(self, draft: Draft, previous_text: str | None) -> bool:
-        if self.no_speech_threshold is None or previous_text is None:
-            return True
+    def keep(self, draft: Draft) -> bool:
+        """Whether the segment stays (the segments are given in order, each once)."""
         text = comparable_text(draft.text)
-        if not text or text != previous_text:
-            return True
-        if draft.result.no_speech_prob <= self.no_speech_threshold:
-            return True
-        self.dropped.append((float(draft.start), float(draft.end), draft.text))
-        return False
+        if (
+            self.no_speech_threshold is not None
+            and text
+            and text == self.last_text
+            and draft.result.no_speech_prob > self.no_speech_threshold
+        ):
+            self.dropped.append((float(draft.start), float(draft.end), draft.text))
+            return False
+        if text:
+            self.last_text = text
+        return True
 
 
 def comparable_text(text: str) -> str:

@@ -44,7 +44,7 @@ from ..audio import (
 from ..output import format_timestamp, get_end, make_safe
 from ..tokenizer import LANGUAGES
 from .decoding import DecodingOptions, DecodingResult, task_tokenizer
-from .hallucination import RepeatGuard, comparable_text, skip_hallucinations
+from .hallucination import RepeatGuard, skip_hallucinations
 from .segments import Draft, Segment, TranscriptionResult, Window, WindowCut, cut_window
 from .timing import APPEND_PUNCTUATIONS, PREPEND_PUNCTUATIONS, Word, add_word_timestamps
 
@@ -282,7 +282,7 @@ class SeekLoop:
         """Drop repeats (RepeatGuard), print, clear empty segments, append them, and update the prompt."""
         kept = []
         for d in drafts:
-            if self.repeat_guard.keep(d, self._previous_text(kept)):
+            if self.repeat_guard.keep(d):
                 kept.append(d)
             elif self.verbose:
                 print(
@@ -303,16 +303,6 @@ class SeekLoop:
             self.all_tokens.extend(d.tokens)
         if not self.condition_on_previous_text or result.temperature > 0.5:
             self.prompt_reset_since = len(self.all_tokens)  # no prompt after a high-temperature decode
-
-    def _previous_text(self, pending: list[Draft]) -> str | None:
-        """The comparable text of the last segment with text (this window's kept ones first)."""
-        for d in reversed(pending):
-            if comparable_text(d.text):
-                return comparable_text(d.text)
-        for seg in reversed(self.segments):
-            if comparable_text(seg.text):
-                return comparable_text(seg.text)
-        return None
 
     # -- the loop -------------------------------------------------------------------------------------------
     def step(self, seek: int, clip_end: int) -> int:
