@@ -59,6 +59,25 @@ def runs_for(fns: dict, runs: int, budget_s: float = 3.0, cap: int = 60) -> int:
     return max(runs, min(cap, int(budget_s / max(per_call, 1e-6))))
 
 
+def timing_rows(what: str, device: str, input_label: str, seconds: float, times: dict) -> list[dict]:
+    """One table row per engine from its timed calls (seconds); ratios to kvwhisper's median."""
+    base = common.median(times["kvwhisper"])
+    return [
+        {
+            "what": what,
+            "device": device,
+            "input": input_label,
+            "engine": name,
+            "runs": len(ts),
+            "median_ms": 1000 * common.median(ts),
+            "best_ms": 1000 * min(ts),
+            "audio_s_per_s": seconds / common.median(ts),
+            "ratio": common.median(ts) / base,
+        }
+        for name, ts in times.items()
+    ]
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--runs", type=int, default=5)
@@ -121,21 +140,7 @@ def main(argv: list[str] | None = None) -> int:
 
                     fns["openai-whisper padded (transcribe)"] = ref_whole
             times = common.alternate(fns, runs_for(fns, args.runs), warmup=1)
-            base = common.median(times["kvwhisper"])
-            for name, ts in times.items():
-                rows.append(
-                    {
-                        "what": "log-Mel",
-                        "device": device,
-                        "input": label,
-                        "engine": name,
-                        "runs": len(ts),
-                        "median_ms": 1000 * common.median(ts),
-                        "best_ms": 1000 * min(ts),
-                        "audio_s_per_s": seconds / common.median(ts),
-                        "ratio": common.median(ts) / base,
-                    }
-                )
+            rows += timing_rows("log-Mel", device, label, seconds, times)
             common.log(f"log-Mel {device} {label}: done")
 
     ffmpeg = None if reference is None else ffmpeg_on_path()
@@ -151,21 +156,7 @@ def main(argv: list[str] | None = None) -> int:
         if ffmpeg:
             fns["openai-whisper"] = lambda path=path: reference.load_audio(path)
         times = common.alternate(fns, runs_for(fns, args.runs), warmup=1)
-        base = common.median(times["kvwhisper"])
-        for name, ts in times.items():
-            rows.append(
-                {
-                    "what": "load_audio",
-                    "device": "cpu",
-                    "input": f"{label} ({seconds:.0f} s)",
-                    "engine": name,
-                    "runs": len(ts),
-                    "median_ms": 1000 * common.median(ts),
-                    "best_ms": 1000 * min(ts),
-                    "audio_s_per_s": seconds / common.median(ts),
-                    "ratio": common.median(ts) / base,
-                }
-            )
+        rows += timing_rows("load_audio", "cpu", f"{label} ({seconds:.0f} s)", seconds, times)
         common.log(f"load_audio {label}: done")
 
     cols = [
