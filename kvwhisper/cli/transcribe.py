@@ -243,7 +243,7 @@ def add_parser(sub) -> None:
     p.add_argument(
         "--compile",
         action="store_true",
-        help="torch.compile the one-token decoder step (compiles on first use; for long audio)",
+        help="torch.compile the one-token decoder step (compiles on first use; not faster on CPU)",
     )
     p.set_defaults(func=run)
 
