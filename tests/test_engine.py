@@ -369,6 +369,63 @@ def test_packed_linear_equals_plain_and_follows_weight_changes(dtype):
     assert copy.deepcopy(lin).packed.tensor is None  # the packed copy is never copied or pickled
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_fused_products_equal_the_plain_ops(dtype):
+    """q/k/v as one product, GELU and residual adds fused into the products: same results as the plain ops."""
+    from kvwhisper.engine import packed
+
+    if not packed._supported(dtype):
+        pytest.skip(f"oneDNN packed inner product not available in {dtype} here")
+    torch.manual_seed(0)
+    layers = [packed.Linear(48, 48, bias=b).to(dtype) for b in (True, False, True)]
+    x, r = torch.randn(2, 7, 48, dtype=dtype), torch.randn(2, 7, 48, dtype=dtype)
+    tol = dict(atol=1e-5, rtol=1e-5) if dtype == torch.float32 else dict(atol=0.1, rtol=0.02)
+    fused = packed.PackedWeight()
+    with torch.no_grad():
+        weights, biases = [m.weight for m in layers], [m.bias for m in layers]
+        outs = packed.fused_linear(x, weights, biases, fused)
+        assert fused.tensor is not None and len(outs) == 3
+        for out, m in zip(outs, layers):
+            torch.testing.assert_close(out, F.linear(x, m.weight, m.bias), **tol)
+        layers[1].weight.mul_(2)  # a changed part is repacked
+        torch.testing.assert_close(
+            packed.fused_linear(x, weights, biases, fused)[1], F.linear(x, layers[1].weight), **tol
+        )
+        lin = layers[0]
+        torch.testing.assert_close(lin(x, gelu=True), F.gelu(F.linear(x, lin.weight, lin.bias)), **tol)
+        torch.testing.assert_close(lin(x, add=r), r + F.linear(x, lin.weight, lin.bias), **tol)
+        for flags in ((False, True), (True, False)):  # plain path; packed but unfused path
+            packed.ENABLED, packed.FUSE = flags
+            try:
+                torch.testing.assert_close(
+                    lin(x, gelu=True), F.gelu(F.linear(x, lin.weight, lin.bias)), **tol
+                )
+                torch.testing.assert_close(lin(x, add=r), r + F.linear(x, lin.weight, lin.bias), **tol)
+                for out, m in zip(packed.fused_linear(x, weights, biases, fused), layers):
+                    torch.testing.assert_close(out, F.linear(x, m.weight, m.bias), **tol)
+            finally:
+                packed.ENABLED, packed.FUSE = True, True
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_encoder_self_attention_head_by_head_matches_sdpa(dtype):
+    from kvwhisper.engine.model import self_attend
+
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(2, 3, 1100, 64, dtype=dtype) for _ in range(3))
+    expected = F.scaled_dot_product_attention(q.float(), k.float(), v.float())
+    with torch.no_grad():
+        got = self_attend(q, k, v)
+    assert got.dtype == dtype and got.shape == q.shape
+    tol = dict(atol=2e-6, rtol=1e-5) if dtype == torch.float32 else dict(atol=1e-2, rtol=1e-2)
+    torch.testing.assert_close(got.float(), expected, **tol)
+    with torch.no_grad():  # shorter than a chunk: SDPA itself
+        assert torch.equal(
+            self_attend(q[:, :, :100], k[:, :, :100], v[:, :, :100]),
+            F.scaled_dot_product_attention(q[:, :, :100], k[:, :, :100], v[:, :, :100]),
+        )
+
+
 def test_explicit_attention_matches_sdpa_in_bf16():
     from kvwhisper.engine.model import attend
 

@@ -55,8 +55,8 @@ class _Timers:
 def step_breakdown(model, audio_features, options, runs: int = 1) -> dict:
     """Milliseconds per step spent in each part of a decode step (means over `runs` forced decodes).
 
-    Parts: decoder self-attention / cross-attention / MLP (all layers), the rest of the blocks (LayerNorms,
-    residual adds), token + position embedding, final LayerNorm, output projection and glue (the decoder
+    Parts: decoder self-attention / cross-attention (their residual adds included) / MLP with its LayerNorm and
+    residual add (all layers), the rest of the blocks (the attention LayerNorms), token + position embedding, final LayerNorm, output projection and glue (the decoder
     forward minus all of those: mostly the (B, C) x (C, n_vocab) logits matmul), the cache-mode work around
     the decoder (cross K/V refills when not "full"), each logits processor, the chooser, cache reordering
     (beam search) and the step's own bookkeeping (everything else in `DecodingTask.step`). The model is
@@ -75,7 +75,7 @@ def step_breakdown(model, audio_features, options, runs: int = 1) -> dict:
             timers.wrap(block, "decode", "blocks")
             timers.wrap(block.attn, "cached", "self_attention")
             timers.wrap(block.cross_attn, "cross", "cross_attention")
-            timers.wrap(block.mlp, "forward", "mlp")
+            timers.wrap(block, "feed_forward", "mlp")
         timers.wrap(dec, "forward", "decoder_forward")
         timers.wrap(dec.token_embedding, "forward", "embedding")
         timers.wrap(dec.ln, "forward", "final_layernorm")

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 ENABLED = True  # set False to measure or debug the plain F.linear path
+FUSE = True  # set False to measure the packed path without fused q/k/v, GELU and residual adds
 
 _support: dict[torch.dtype, bool] = {}
 
@@ -45,23 +46,37 @@ def _supported(dtype: torch.dtype) -> bool:
     return _support[dtype]
 
 
+def enabled(dtype: torch.dtype) -> bool:
+    """Whether the oneDNN products are used here for CPU tensors of `dtype` (outside autograd and compile)."""
+    return ENABLED and not torch.is_grad_enabled() and not torch.compiler.is_compiling() and _supported(dtype)
+
+
 class PackedWeight:
-    """A weight's packed copy, remade when the weight changes. Not saved, copied or pickled."""
+    """A weight's packed copy, remade when the weight changes. Not saved, copied or pickled.
+
+    `get` packs one weight; `get_fused` packs several stacked along the output axis (the q/k/v projections
+    as one matrix) and also returns their biases stacked (zeros where a layer has none).
+    """
 
     def __init__(self) -> None:
         self.key: tuple | None = None
         self.tensor: Tensor | None = None
+        self.bias: Tensor | None = None
 
-    def get(self, weight: Tensor) -> Tensor | None:
-        """The packed copy of `weight` (out_features, in_features), or None where the plain path must run."""
-        if not (
+    @staticmethod
+    def applies(weight: Tensor) -> bool:
+        return (
             ENABLED
             and weight.device.type == "cpu"
             and weight.dtype in (torch.float32, torch.bfloat16)
             and not (torch.is_grad_enabled() and weight.requires_grad)
             and not torch.compiler.is_compiling()
             and _supported(weight.dtype)
-        ):
+        )
+
+    def get(self, weight: Tensor) -> Tensor | None:
+        """The packed copy of `weight` (out_features, in_features), or None where the plain path must run."""
+        if not self.applies(weight):
             return None
         key = (weight.data_ptr(), weight._version, weight.dtype, tuple(weight.shape))
         if key != self.key:
@@ -70,6 +85,33 @@ class PackedWeight:
             self.key = key
         return self.tensor
 
+    def get_fused(self, weights: list[Tensor], biases: list[Tensor | None]) -> tuple[Tensor, Tensor] | None:
+        """The packed copy of the weights stacked (sum of out_features, in_features) and their stacked bias."""
+        if not self.applies(weights[0]):
+            return None
+        key = tuple(
+            (t.data_ptr(), t._version, t.dtype, tuple(t.shape)) if t is not None else None
+            for t in (*weights, *biases)
+        )
+        if key != self.key:
+            with torch.inference_mode(False), torch.no_grad():
+                w = torch.cat([t.detach() for t in weights])
+                self.bias = torch.cat(
+                    [
+                        torch.zeros(t.shape[0], dtype=t.dtype) if b is None else b.detach().to(t.dtype)
+                        for t, b in zip(weights, biases)
+                    ]
+                )
+                self.tensor = torch.ops.mkldnn._reorder_linear_weight(w, 1)
+            self.key = key
+        return self.tensor, self.bias
+
+    def parts(self, n: int) -> list[PackedWeight]:
+        """n packed weights of their own, for running a fused product's parts one by one."""
+        if len(getattr(self, "_parts", ())) != n:
+            self._parts = [PackedWeight() for _ in range(n)]
+        return self._parts
+
     def __getstate__(self) -> dict:
         return {}
 
@@ -77,20 +119,55 @@ class PackedWeight:
         self.__init__()
 
 
-def linear(x: Tensor, weight: Tensor, bias: Tensor | None, packed: PackedWeight) -> Tensor:
-    """`F.linear(x, weight, bias)`, through the packed weight when it applies."""
+def linear(
+    x: Tensor,
+    weight: Tensor,
+    bias: Tensor | None,
+    packed: PackedWeight,
+    *,
+    gelu: bool = False,
+    add: Tensor | None = None,
+) -> Tensor:
+    """`F.linear(x, weight, bias)`, then GELU (exact, erf) with `gelu`, or `add + that` with `add`.
+
+    Through the packed weight where it applies, the GELU or the add fused into the same oneDNN call.
+    """
     w = packed.get(weight) if x.dtype == weight.dtype else None
     if w is None:
-        return F.linear(x, weight, bias)
-    return torch.ops.mkldnn._linear_pointwise(x, w, bias, "none", [], "")
+        y = F.linear(x, weight, bias)
+        if gelu:
+            y = F.gelu(y)
+        return y if add is None else add + y
+    if FUSE and add is not None and add.dtype == x.dtype and add.shape == (*x.shape[:-1], weight.shape[0]):
+        return torch.ops.mkldnn._linear_pointwise.binary(x, add.contiguous(), w, bias, "add")
+    if gelu and not FUSE:
+        return F.gelu(torch.ops.mkldnn._linear_pointwise(x, w, bias, "none", [], ""))
+    y = torch.ops.mkldnn._linear_pointwise(x, w, bias, "gelu" if gelu else "none", [], "none" if gelu else "")
+    return y if add is None else add + y
+
+
+def fused_linear(
+    x: Tensor, weights: list[Tensor], biases: list[Tensor | None], packed: PackedWeight
+) -> list[Tensor]:
+    """`[F.linear(x, w, b) for w, b in zip(weights, biases)]` as one product where the packed path applies
+    (the results are then views of one output)."""
+    wb = packed.get_fused(weights, biases) if FUSE and x.dtype == weights[0].dtype else None
+    if wb is None:  # (unfused, each product still goes through its own packed weight where that applies)
+        return [linear(x, w, b, p) for w, b, p in zip(weights, biases, packed.parts(len(weights)))]
+    y = torch.ops.mkldnn._linear_pointwise(x, wb[0], wb[1], "none", [], "")
+    return list(y.split([w.shape[0] for w in weights], dim=-1))
 
 
 class Linear(nn.Linear):
-    """`nn.Linear` (same parameters, same names) that multiplies through its packed weight where it applies."""
+    """`nn.Linear` (same parameters, same names) that multiplies through its packed weight where it applies.
+
+    `forward(x, gelu=True)` applies GELU to the result and `forward(x, add=r)` returns `r + linear(x)`, each
+    fused into the product on the packed path.
+    """
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True):
         super().__init__(in_features, out_features, bias=bias)
         self.packed = PackedWeight()
 
-    def forward(self, x: Tensor) -> Tensor:
-        return linear(x, self.weight, self.bias, self.packed)
+    def forward(self, x: Tensor, *, gelu: bool = False, add: Tensor | None = None) -> Tensor:
+        return linear(x, self.weight, self.bias, self.packed, gelu=gelu, add=add)
