@@ -8,10 +8,20 @@ per-row Python loop and no `.item()`, so a step never waits on the device.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 NEG_INF = float("-inf")
+
+
+def fill_rows(view: Tensor, rows: Tensor, value: float = NEG_INF) -> None:
+    """`view[r] = value` for every row r where `rows` (B,) is True.
+
+    On CPU it skips the whole-row pass when no row is set (reading the flag costs nothing there; on a GPU it
+    would wait for the device, so there the masked fill always runs).
+    """
+    if view.device.type == "cpu" and not bool(rows.any()):
+        return
+    view.masked_fill_(rows[:, None], value)
 
 
 class LogitsProcessor:
@@ -92,12 +102,12 @@ class ApplyTimestampRules(LogitsProcessor):
             logits[:, :tb] = NEG_INF
             if self.max_initial_timestamp_index is not None:
                 logits[:, tb + self.max_initial_timestamp_index + 1 :] = NEG_INF
-        # rule 4: compare the timestamps' total log-probability with the best text token's
-        logprobs = F.log_softmax(logits.float(), dim=-1)
-        timestamp_logprob = logprobs[:, tb:].logsumexp(dim=-1)
-        max_text_logprob = logprobs[:, :tb].max(dim=-1).values
-        self.forced = timestamp_logprob > max_text_logprob
-        logits[:, :tb].masked_fill_(self.forced[:, None], NEG_INF)
+        # rule 4: compare the timestamps' total log-probability with the best text token's. Both sides are
+        # log-probabilities less the same log-normalizer, so the logits are compared directly: the
+        # reference's log_softmax over the vocabulary is skipped (same decision, up to float rounding).
+        text = logits[:, :tb]
+        self.forced = logits[:, tb:].logsumexp(dim=-1) > text.amax(dim=-1)
+        fill_rows(text, self.forced)
 
     def _pairs_and_order(self, logits: Tensor, sampled: Tensor) -> None:
         """Rules 1 and 2 for rows with n >= 1 sampled tokens: (B, V) logits, (B, n) sampled tokens."""
@@ -107,8 +117,8 @@ class ApplyTimestampRules(LogitsProcessor):
         penultimate_ts = is_ts[:, -2] if n >= 2 else torch.ones_like(last_ts)
         closing = last_ts & penultimate_ts  # a pair just closed (or the first token was one): text next
         opening = last_ts & ~penultimate_ts  # a lone timestamp: another timestamp (or eot) next
-        logits[:, tb:].masked_fill_(closing[:, None], NEG_INF)
-        logits[:, : self.eot].masked_fill_(opening[:, None], NEG_INF)
+        fill_rows(logits[:, tb:], closing)
+        fill_rows(logits[:, : self.eot], opening)
         # rule 2: forbid timestamps below the last one (below or equal, unless it is closing a pair now)
         positions = torch.arange(n, device=sampled.device).expand_as(sampled)
         last_index = torch.where(is_ts, positions, -1).max(dim=1).values  # (B,), -1 when none

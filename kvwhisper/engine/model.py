@@ -101,7 +101,7 @@ def self_attend(q: Tensor, k: Tensor, v: Tensor, chunk: int = 500) -> Tensor:
     (benchmarks/RESULTS.md). Elsewhere, or when oneDNN is off, `scaled_dot_product_attention`.
     """
     N, H, T, D = q.shape
-    if q.device.type != "cpu" or T < chunk or not packed_enabled(torch.float32):
+    if q.device.type != "cpu" or T < chunk or not packed_enabled(torch.float32, q, k, v):
         return F.scaled_dot_product_attention(q, k, v)
     lin = torch.ops.mkldnn._linear_pointwise
     # contiguous operands: oneDNN is pathologically slow on the strided views of the fused q/k/v product

@@ -46,9 +46,15 @@ def _supported(dtype: torch.dtype) -> bool:
     return _support[dtype]
 
 
-def enabled(dtype: torch.dtype) -> bool:
-    """Whether the oneDNN products are used here for CPU tensors of `dtype` (outside autograd and compile)."""
-    return ENABLED and not torch.is_grad_enabled() and not torch.compiler.is_compiling() and _supported(dtype)
+def enabled(dtype: torch.dtype, *tensors: Tensor) -> bool:
+    """Whether oneDNN products are used here in `dtype` on these CPU tensors: not under torch.compile, not
+    where autograd would record them (the same rule as the packed weights)."""
+    return (
+        ENABLED
+        and not (torch.is_grad_enabled() and any(t.requires_grad for t in tensors))
+        and not torch.compiler.is_compiling()
+        and _supported(dtype)
+    )
 
 
 class PackedWeight:
