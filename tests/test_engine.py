@@ -167,6 +167,18 @@ def test_bf16_close_to_fp32(mels):
     assert b.dtype == torch.float32  # logits are returned in fp32 whatever the weights
     assert (a - b).abs().max() < 0.1 * a.abs().max()
     assert bf16.decoder.ln.weight.dtype == torch.float32  # LayerNorm parameters stay fp32
+    # on CPU the decoder's residual stream stays fp32 (only the products round to bf16); the cache is bf16
+    assert bf16.decoder.embed(tokens, 0).dtype == torch.float32
+    assert bf16.new_cache(1).self_k.dtype == torch.bfloat16
+    # the residual stream in bf16 (as before) is further from fp32 than the fp32 stream
+    plain_embed = type(bf16.decoder).embed
+    try:
+        type(bf16.decoder).embed = lambda self, t, p: plain_embed(self, t, p).to(torch.bfloat16)
+        with torch.no_grad():
+            c = bf16(mels[:1], tokens)
+    finally:
+        type(bf16.decoder).embed = plain_embed
+    assert (a - b).abs().mean() < (a - c).abs().mean()
 
 
 def test_fp16_tiny_shapes_close_to_fp32(mels):

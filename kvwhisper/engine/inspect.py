@@ -77,8 +77,7 @@ def decode_with_stats(
     position, T = cache.position, tokens.shape[1]
     if position + T > decoder.positional_embedding.shape[0]:
         raise ValueError(f"decoder context is {decoder.positional_embedding.shape[0]} tokens")
-    x = decoder.token_embedding(tokens) + decoder.positional_embedding[position : position + T]
-    x = x.to(cache.self_k.dtype)
+    x = decoder.embed(tokens, position)
     stats = [tensor_stats("decoder.embedding", x[:, -1])]
     qks = [] if want_qk else None
     for i, block in enumerate(decoder.blocks):

@@ -315,9 +315,7 @@ class TextDecoder(nn.Module):
         want_qk: bool = False,
     ) -> tuple[Tensor, list[Tensor] | None]:
         """`forward` on the cache's tensors (L, ...) and an int position: plain arguments, so it compiles."""
-        T = tokens.shape[1]
-        x = self.token_embedding(tokens) + self.positional_embedding[position : position + T]
-        x = x.to(self_k.dtype)
+        x = self.embed(tokens, position)
         qks = [] if want_qk else None
         for i, block in enumerate(self.blocks):
             x, qk = block.decode(x, LayerKV(self_k[i], self_v[i], cross_k[i], cross_v[i]), position, want_qk)
@@ -326,6 +324,19 @@ class TextDecoder(nn.Module):
         if last_only:
             x = x[:, -1:]
         return self.project(self.ln(x)), qks  # output tied to the token embedding
+
+    def embed(self, tokens: Tensor, position: int) -> Tensor:
+        """Token + position embedding of tokens (B, T) at `position`: the residual stream, (B, T, C).
+
+        On CPU it is kept in fp32 whatever the weights' dtype: each linear layer takes its input in its own
+        dtype and the residual adds stay in fp32, so a bf16 model's decoder rounds only inside the blocks
+        (its greedy tokens agree with fp32's more often; benchmarks/RESULTS.md). Elsewhere, the model's dtype.
+        """
+        T = tokens.shape[1]
+        x, pos = self.token_embedding(tokens), self.positional_embedding[position : position + T]
+        if x.device.type == "cpu":
+            return x.float() + pos.float()
+        return x + pos
 
     def project(self, x: Tensor) -> Tensor:
         """Logits in fp32: x (..., n_state) times the token embedding transposed (packed on CPU, see packed.py)."""

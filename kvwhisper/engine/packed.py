@@ -136,9 +136,11 @@ def linear(
 ) -> Tensor:
     """`F.linear(x, weight, bias)`, then GELU (exact, erf) with `gelu`, or `add + that` with `add`.
 
+    `x` is cast to the weight's dtype first; `add` may be in another dtype (the result is then in the wider one).
     Through the packed weight where it applies, the GELU or the add fused into the same oneDNN call.
     """
-    w = packed.get(weight) if x.dtype == weight.dtype else None
+    x = x.to(weight.dtype)
+    w = packed.get(weight)
     if w is None:
         y = F.linear(x, weight, bias)
         if gelu:
@@ -157,7 +159,8 @@ def fused_linear(
 ) -> list[Tensor]:
     """`[F.linear(x, w, b) for w, b in zip(weights, biases)]` as one product where the packed path applies
     (the results are then views of one output)."""
-    wb = packed.get_fused(weights, biases) if FUSE and x.dtype == weights[0].dtype else None
+    x = x.to(weights[0].dtype)
+    wb = packed.get_fused(weights, biases) if FUSE else None
     if wb is None:  # (unfused, each product still goes through its own packed weight where that applies)
         return [linear(x, w, b, p) for w, b, p in zip(weights, biases, packed.parts(len(weights)))]
     y = torch.ops.mkldnn._linear_pointwise(x, wb[0], wb[1], "none", [], "")
