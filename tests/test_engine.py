@@ -45,6 +45,12 @@ def test_cache_write_advance_rewind_reorder():
     assert cache.self_k[:, 0, :, :3].eq(3).all() and cache.self_k[:, 1, :, :3].eq(3).all()
     assert cache.self_k[:, 2, :, :3].eq(1).all() and cache.self_v[:, 2, :, :3].eq(-1).all()
     assert cache.self_k[:, :, :, 3:].eq(0).all()  # only the filled prefix moves
+    cache.reorder(torch.tensor([0, 2, 2]))  # rows 0 and 2 keep their place: only row 1 is moved
+    assert [cache.self_k[0, r, 0, 0, 0].item() for r in range(3)] == [3, 1, 1]
+    assert [cache.self_v[1, r, 1, 2, 3].item() for r in range(3)] == [-3, -1, -1]
+    before = cache.self_k.clone()
+    cache.reorder(torch.arange(3))  # the identity moves nothing
+    assert torch.equal(cache.self_k, before)
     cache.rewind(1)
     assert cache.position == 1
     with pytest.raises(ValueError, match="cannot rewind"):

@@ -66,6 +66,7 @@ class BeamSearchChooser:
         if self.max_candidates <= 0:
             raise ValueError(f"invalid beam size ({beam_size}) or patience ({patience})")
         self.finished: list[dict[tuple[int, ...], float]] = []
+        self._earlier: Tensor | None = None  # (K, K) bool, below the diagonal: made once
 
     def reset(self, n_audio: int) -> None:
         self.finished = [{} for _ in range(n_audio)]
@@ -82,14 +83,17 @@ class BeamSearchChooser:
         K = self.beam_size
         B, T = tokens.shape
         N = B // K
-        logprobs = F.log_softmax(logits.float(), dim=-1)
-        top_logprobs, top_tokens = logprobs.topk(K + 1)  # (B, K+1)
+        # the K+1 best tokens' log-probabilities, without writing log-probabilities for the whole vocabulary
+        top_logits, top_tokens = logits.topk(K + 1)  # (B, K+1)
+        top_logprobs = top_logits - logits.logsumexp(dim=-1, keepdim=True)
         scores = (sum_logprobs[:, None] + top_logprobs).view(N, K * (K + 1))
         candidates = top_tokens.view(N, K * (K + 1))
         sources = torch.arange(B, device=tokens.device).repeat_interleave(K + 1).view(N, K * (K + 1))
         # a beam identical to an earlier one of its window (all of them, at the first step) proposes the same
         # sequences again: the reference's dict keeps one copy, so only the first beam's proposals count
-        valid = ~_duplicate_rows(tokens.view(N, K, T)).repeat_interleave(K + 1, dim=1)
+        if self._earlier is None or self._earlier.device != tokens.device:
+            self._earlier = torch.ones(K, K, dtype=torch.bool, device=tokens.device).tril(diagonal=-1)
+        valid = ~_duplicate_rows(tokens.view(N, K, T), self._earlier).repeat_interleave(K + 1, dim=1)
         order = scores.masked_fill(~valid, float("-inf")).argsort(dim=1, descending=True, stable=True)
         scores, candidates = scores.gather(1, order), candidates.gather(1, order)
         sources, valid = sources.gather(1, order), valid.gather(1, order)
@@ -131,11 +135,11 @@ class BeamSearchChooser:
         return candidates, [list(sequences.values()) for sequences in finished]
 
 
-def _duplicate_rows(rows: Tensor) -> Tensor:
-    """rows (N, K, T) -> (N, K) bool: True where a row equals an earlier row of the same window."""
-    K = rows.shape[1]
+def _duplicate_rows(rows: Tensor, earlier: Tensor) -> Tensor:
+    """rows (N, K, T) -> (N, K) bool: True where a row equals an earlier row of the same window.
+
+    earlier: (K, K) bool, True below the diagonal."""
     same = (rows[:, :, None, :] == rows[:, None, :, :]).all(dim=-1)  # (N, K, K)
-    earlier = torch.ones(K, K, dtype=torch.bool, device=rows.device).tril(diagonal=-1)
     return (same & earlier).any(dim=-1)
 
 

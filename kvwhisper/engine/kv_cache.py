@@ -111,8 +111,16 @@ class KVCache:
         if p == 0:
             return
         idx = source_indices.to(self.self_k.device)
-        self.self_k[:, :, :, :p] = self.self_k[:, idx, :, :p]
-        self.self_v[:, :, :, :p] = self.self_v[:, idx, :, :p]
+        rows = slice(None)
+        if (
+            idx.device.type == "cpu"
+        ):  # only the rows that change are moved (on CPU reading them costs nothing)
+            moved = (idx != torch.arange(len(idx))).nonzero().squeeze(1)
+            if len(moved) == 0:
+                return
+            rows, idx = moved, idx[moved]
+        self.self_k[:, rows, :, :p] = self.self_k[:, idx, :, :p]
+        self.self_v[:, rows, :, :p] = self.self_v[:, idx, :, :p]
 
     def reset(self) -> None:
         """Empty the cache for a new window (buffers are kept and reused)."""
