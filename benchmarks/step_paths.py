@@ -1,10 +1,12 @@
-"""One cached decode step, three CPU code paths side by side: what the packed weights and `attend` buy.
+"""One cached decode step, four CPU code paths side by side: what packed weights, `attend` and fusion buy.
 
 - plain: every decoder linear layer and the output projection through `F.linear`, attention through
   `scaled_dot_product_attention` (kvwhisper before packed.py);
 - packed: the linear layers and the output projection through oneDNN-packed weights (packed.py);
-- packed+attend: also `model.attend`, fp32 attention for bf16 decode steps (the default now; in fp32
-  `attend` is SDPA itself, so this column equals `packed` there, up to noise).
+- packed+attend: also `model.attend`, fp32 attention for bf16 decode steps (in fp32 `attend` is SDPA
+  itself, so this column equals `packed` there, up to noise);
+- packed+attend+fused: also the fused products (packed.FUSE: q/k/v as one product, GELU and the residual
+  adds inside the oneDNN calls): the default now.
 
 The paths alternate round by round in one process (the machine is shared and noisy); each round times
 `--steps` steps of one token after a short prefix, the table gives the median step time per path.
@@ -38,7 +40,13 @@ def _sdpa(q, k, v):
     return F.scaled_dot_product_attention(q, k.to(q.dtype), v.to(q.dtype))
 
 
-PATHS = {"plain": (False, _sdpa), "packed": (True, _sdpa), "packed+attend": (True, model_mod.attend)}
+ATTEND = model_mod.attend
+PATHS = {  # name: (packed weights, fused products, decode-step attention)
+    "plain": (False, False, _sdpa),
+    "packed": (True, False, _sdpa),
+    "packed+attend": (True, False, ATTEND),
+    "packed+attend+fused": (True, True, ATTEND),
+}
 
 
 def step_times(model_name: str, dtype: str, batch: int, rounds: int, steps: int) -> dict[str, float]:
@@ -54,8 +62,8 @@ def step_times(model_name: str, dtype: str, batch: int, rounds: int, steps: int)
             start = cache.position
             token = torch.tensor([[model.tokenizer.encode(" And")[0]]] * batch)
             for _ in range(rounds):
-                for name, (enabled, attend) in PATHS.items():
-                    packed.ENABLED, model_mod.attend = enabled, attend
+                for name, (enabled, fuse, attend) in PATHS.items():
+                    packed.ENABLED, packed.FUSE, model_mod.attend = enabled, fuse, attend
                     cache.rewind(start)
                     for _ in range(3):  # warm-up (the packed copies are made here)
                         model.decoder(token, cache, last_only=True)
@@ -65,7 +73,7 @@ def step_times(model_name: str, dtype: str, batch: int, rounds: int, steps: int)
                         model.decoder(token, cache, last_only=True)
                     times[name].append((time.perf_counter() - t0) / steps * 1e3)
     finally:
-        packed.ENABLED, model_mod.attend = True, PATHS["packed+attend"][1]
+        packed.ENABLED, packed.FUSE, model_mod.attend = True, True, ATTEND
     return {name: statistics.median(v) for name, v in times.items()}
 
 
@@ -109,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
                 {
                     "config": f"{dtype} rows {batch}",
                     **{k: round(v, 2) for k, v in t.items()},
-                    "speedup": round(t["plain"] / t["packed+attend"], 2),
+                    "speedup": round(t["plain"] / t["packed+attend+fused"], 2),
                 }
             )
             common.log(f"{rows[-1]}")

@@ -6,10 +6,13 @@ Parameter names follow the reference checkpoint (`encoder.blocks.0.attn.query.we
 Dtype policy (one place): linear/conv/embedding weights are in the model's dtype; LayerNorm parameters stay
 fp32 and LayerNorm runs in fp32; attention softmax runs inside scaled_dot_product_attention (fp32 accumulation)
 or explicitly in fp32 when weights are asked for; on CPU, bf16/fp16 models keep cross-attention K/V in fp32 and
-attend in fp32 in decode steps (see `attend`); returned logits are fp32.
+attend in fp32 in decode steps (see `attend`), the encoder's self-attention runs in fp32 (`self_attend`), and the
+decoder's residual stream stays fp32 (`TextDecoder.embed`: each linear layer casts its input to its own dtype);
+returned logits are fp32.
 
 Speed only: on CPU every linear layer and the tied output projection multiply through oneDNN-packed copies of
-their weights (packed.py); the parameters themselves are the checkpoint's.
+their weights (packed.py), q/k/v are one product, and the MLP's GELU and the residual adds are fused into the
+products; the parameters themselves are the checkpoint's.
 """
 
 from __future__ import annotations

@@ -12,6 +12,11 @@ It is used on CPU, in fp32 and bf16 (bf16 only where oneDNN has native bf16), ou
 torch.compile; everywhere else, and when `ENABLED` is False, the plain `F.linear` runs. Results agree with
 `F.linear` to fp32 rounding (oneDNN sums in another order), not bit for bit.
 Costs: one extra copy of the linear weights in memory (tiny.en: ~130 MB fp32).
+
+Fusion (`FUSE`): `fused_linear` packs several weights stacked (the q/k/v projections: one product instead of
+three), and `linear(..., gelu=True)` / `linear(..., add=r)` fuse the MLP's GELU and the residual adds into the
+oneDNN call as post-ops. The encoder gains ~5% from it; a decode step, bound by the bytes of weight it reads,
+about nothing (benchmarks/RESULTS.md).
 """
 
 from __future__ import annotations
