@@ -1,0 +1,100 @@
+"""How close bf16 decoding stays to fp32: greedy tokens of every English clip of the corpus, bf16 against fp32.
+
+A steadier measure of bf16's accuracy than the long file's WER, which moves by a point or more when one window
+goes another way (and conditioning on previous text carries that into the next windows). Each clip's first
+30 s window is decoded greedily (timestamps on, the CLI's defaults) by the fp32 model and by the bf16 model in
+several variants; the table gives how many clips get exactly fp32's tokens, and the mean |difference| of the
+encoder output.
+
+- bf16: the default (encoder self-attention in fp32 head by head, decoder residual stream in fp32);
+- bf16, bf16 stream: the decoder's residual stream rounded to bf16 (kvwhisper before the third session);
+- bf16, SDPA encoder: the encoder's self-attention through the bf16 flash kernel;
+- bf16 encoder + fp32 decoder / fp32 encoder + bf16 decoder: where the differences come from.
+
+    python benchmarks/bf16_agreement.py [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import common
+import torch
+import torch.nn.functional as F
+
+import kvwhisper
+from kvwhisper.audio import load_audio, log_mel_spectrogram, pad_or_trim
+from kvwhisper.engine import model as model_mod
+from kvwhisper.engine.decoding import decode
+
+SUFFIXES = {".wav", ".flac", ".mp3", ".ogg"}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--model", default="tiny.en")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--out", default=str(common.OUT / "bf16_agreement.json"))
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    speech = common.require_speech()
+    files = sorted(
+        f
+        for folder in ("english_misc", "librispeech_misc")
+        for f in (speech / folder).iterdir()
+        if f.suffix in SUFFIXES
+    )
+    mels = [log_mel_spectrogram(pad_or_trim(load_audio(f))) for f in files]
+    fp32 = kvwhisper.load_model(args.model, dtype="fp32")
+    bf16 = kvwhisper.load_model(args.model, dtype="bf16")
+    embed, self_attend = model_mod.TextDecoder.embed, model_mod.self_attend
+
+    def bf16_stream(self, tokens, position):
+        return embed(self, tokens, position).to(torch.bfloat16)
+
+    variants = [
+        "bf16",
+        "bf16, bf16 stream",
+        "bf16, SDPA encoder",
+        "bf16 encoder + fp32 decoder",
+        "fp32 encoder + bf16 decoder",
+    ]
+    same = dict.fromkeys(variants, 0)
+    enc_diff = dict.fromkeys(variants, 0.0)
+    try:
+        with torch.inference_mode():
+            for mel in mels:
+                f32 = fp32.embed_audio(mel[None])
+                ref = decode(fp32, f32)[0].tokens
+                for v in variants:
+                    model_mod.TextDecoder.embed = bf16_stream if v == "bf16, bf16 stream" else embed
+                    model_mod.self_attend = F.scaled_dot_product_attention if "SDPA" in v else self_attend
+                    f16 = bf16.embed_audio(mel[None])
+                    if v == "bf16 encoder + fp32 decoder":
+                        tokens = decode(fp32, f16.float())[0].tokens
+                    elif v == "fp32 encoder + bf16 decoder":
+                        tokens = decode(bf16, f32.bfloat16())[0].tokens
+                    else:
+                        tokens = decode(bf16, f16)[0].tokens
+                    same[v] += tokens == ref
+                    enc_diff[v] += (f16.float() - f32).abs().mean().item() / len(mels)
+    finally:
+        model_mod.TextDecoder.embed, model_mod.self_attend = embed, self_attend
+    rows = [{"variant": v, "same": same[v], "clips": len(mels), "enc_diff": enc_diff[v]} for v in variants]
+    print(f"\nGreedy tokens equal to fp32's, {args.model}, {len(mels)} English clips (first 30 s each)\n")
+    cols = [
+        ("variant", "variant", ""),
+        ("same", "clips with fp32's tokens", "d"),
+        ("clips", "clips", "d"),
+        ("enc_diff", "mean |encoder output - fp32|", ".4f"),
+    ]
+    print(common.format_table(rows, cols))
+    path = common.save_json(Path(args.out), {"rows": rows, "machine": common.machine_info()})
+    print(f"\nJSON: {path}")
+    common.final_line({"benchmark": "bf16_agreement", "rows": rows, "json": str(path)})
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,92 @@
+"""The encoder's CPU code paths side by side: what the head-by-head self-attention and the fused products buy.
+
+- sdpa: self-attention through `scaled_dot_product_attention` (the CPU flash kernel), products unfused
+  (kvwhisper before the third session);
+- sdpa+fused: q/k/v as one product, GELU and residual adds fused into the oneDNN calls (packed.FUSE);
+- self_attend+fused: also `model.self_attend`, the self-attention head by head in fp32 through oneDNN (the
+  default now).
+
+The paths alternate round by round in one process (the machine is shared and noisy); each round encodes one
+real 30 s window; the table gives the median time per path and the median per-round ratio to `sdpa`.
+
+    python benchmarks/encoder_paths.py [--threads 2] [--rounds 8] [--dtype fp32 bf16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from pathlib import Path
+
+import common
+import torch
+import torch.nn.functional as F
+
+import kvwhisper
+from kvwhisper.audio import load_audio, log_mel_spectrogram, pad_or_trim
+from kvwhisper.engine import model as model_mod
+from kvwhisper.engine import packed
+
+JFK = common.REPO / "tests" / "data" / "jfk.flac"
+SELF_ATTEND = model_mod.self_attend
+PATHS = {  # name: (encoder self-attention, fused products)
+    "sdpa": (F.scaled_dot_product_attention, False),
+    "sdpa+fused": (F.scaled_dot_product_attention, True),
+    "self_attend+fused": (SELF_ATTEND, True),
+}
+
+
+def encoder_times(model_name: str, dtype: str, rounds: int) -> dict[str, list[float]]:
+    model = kvwhisper.load_model(model_name, device="cpu", dtype=dtype)
+    mel = log_mel_spectrogram(pad_or_trim(load_audio(JFK)))[None]
+    times: dict[str, list[float]] = {name: [] for name in PATHS}
+    try:
+        with torch.inference_mode():
+            for r in range(rounds + 1):
+                for name, (attend, fuse) in PATHS.items():
+                    model_mod.self_attend, packed.FUSE = attend, fuse
+                    t0 = time.perf_counter()
+                    model.embed_audio(mel)
+                    if r:  # round 0 is the warm-up (packing, oneDNN primitives)
+                        times[name].append((time.perf_counter() - t0) * 1e3)
+    finally:
+        model_mod.self_attend, packed.FUSE = SELF_ATTEND, True
+    return times
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--model", default="tiny.en")
+    p.add_argument("--dtype", nargs="+", default=["fp32", "bf16"])
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--rounds", type=int, default=8)
+    p.add_argument("--out", default=str(common.OUT / "encoder_paths.json"))
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    rows = []
+    for dtype in args.dtype:
+        t = encoder_times(args.model, dtype, args.rounds)
+        base = t["sdpa"]
+        for name, v in t.items():
+            speedup = statistics.median(b / x for b, x in zip(base, v))
+            rows.append({"dtype": dtype, "path": name, "ms": statistics.median(v), "speedup": speedup})
+            common.log(f"{rows[-1]}")
+    print(
+        f"\nEncoder, one 30 s window, {args.model}, {args.threads} threads, median of {args.rounds} rounds\n"
+    )
+    cols = [
+        ("dtype", "dtype", ""),
+        ("path", "path", ""),
+        ("ms", "ms", ".1f"),
+        ("speedup", "x vs sdpa", ".2f"),
+    ]
+    print(common.format_table(rows, cols))
+    path = common.save_json(Path(args.out), {"rows": rows, "machine": common.machine_info()})
+    print(f"\nJSON: {path}")
+    common.final_line({"benchmark": "encoder_paths", "rows": rows, "json": str(path)})
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
