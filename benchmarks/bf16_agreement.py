@@ -82,18 +82,14 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         model_mod.TextDecoder.embed, model_mod.self_attend = embed, self_attend
     rows = [{"variant": v, "same": same[v], "clips": len(mels), "enc_diff": enc_diff[v]} for v in variants]
-    print(f"\nGreedy tokens equal to fp32's, {args.model}, {len(mels)} English clips (first 30 s each)\n")
+    title = f"Greedy tokens equal to fp32's, {args.model}, {len(mels)} English clips (first 30 s each)"
     cols = [
         ("variant", "variant", ""),
         ("same", "clips with fp32's tokens", "d"),
         ("clips", "clips", "d"),
         ("enc_diff", "mean |encoder output - fp32|", ".4f"),
     ]
-    print(common.format_table(rows, cols))
-    path = common.save_json(Path(args.out), {"rows": rows, "machine": common.machine_info()})
-    print(f"\nJSON: {path}")
-    common.final_line({"benchmark": "bf16_agreement", "rows": rows, "json": str(path)})
-    return 0
+    return common.report("bf16_agreement", title, rows, cols, Path(args.out))
 
 
 if __name__ == "__main__":

@@ -220,5 +220,15 @@ def final_line(obj: dict) -> None:
     print(json.dumps(obj, default=str), flush=True)
 
 
+def report(benchmark: str, title: str, rows: list[dict], columns, out: Path) -> int:
+    """Print a benchmark's table under `title`, save rows + machine as JSON at `out`, end with the JSON line."""
+    print(f"\n{title}\n")
+    print(format_table(rows, columns))
+    path = save_json(out, {"rows": rows, "machine": machine_info()})
+    print(f"\nJSON: {path}")
+    final_line({"benchmark": benchmark, "rows": rows, "json": str(path)})
+    return 0
+
+
 def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)

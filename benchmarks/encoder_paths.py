@@ -72,20 +72,14 @@ def main(argv: list[str] | None = None) -> int:
             speedup = statistics.median(b / x for b, x in zip(base, v))
             rows.append({"dtype": dtype, "path": name, "ms": statistics.median(v), "speedup": speedup})
             common.log(f"{rows[-1]}")
-    print(
-        f"\nEncoder, one 30 s window, {args.model}, {args.threads} threads, median of {args.rounds} rounds\n"
-    )
+    title = f"Encoder, one 30 s window, {args.model}, {args.threads} threads, median of {args.rounds} rounds"
     cols = [
         ("dtype", "dtype", ""),
         ("path", "path", ""),
         ("ms", "ms", ".1f"),
         ("speedup", "x vs sdpa", ".2f"),
     ]
-    print(common.format_table(rows, cols))
-    path = common.save_json(Path(args.out), {"rows": rows, "machine": common.machine_info()})
-    print(f"\nJSON: {path}")
-    common.final_line({"benchmark": "encoder_paths", "rows": rows, "json": str(path)})
-    return 0
+    return common.report("encoder_paths", title, rows, cols, Path(args.out))
 
 
 if __name__ == "__main__":
