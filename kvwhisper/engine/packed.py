@@ -96,10 +96,9 @@ class PackedWeight:
             self.key = key
         return self.tensor
 
-    def get_fused(self, weights: list[Tensor], biases: list[Tensor | None]) -> tuple[Tensor, Tensor] | None:
-        """The packed copy of the weights stacked (sum of out_features, in_features) and their stacked bias."""
-        if not self.applies(weights[0]):
-            return None
+    def get_fused(self, weights: list[Tensor], biases: list[Tensor | None]) -> tuple[Tensor, Tensor]:
+        """The packed copy of the weights stacked (sum of out_features, in_features) and their stacked bias
+        (call where `applies(weights[0])`)."""
         key = tuple(
             (t.data_ptr(), t._version, t.dtype, tuple(t.shape)) if t is not None else None
             for t in (*weights, *biases)
@@ -165,10 +164,12 @@ def fused_linear(
     """`[F.linear(x, w, b) for w, b in zip(weights, biases)]` as one product where the packed path applies
     (the results are then views of one output)."""
     x = x.to(weights[0].dtype)
-    wb = packed.get_fused(weights, biases) if FUSE else None
-    if wb is None:  # (unfused, each product still goes through its own packed weight where that applies)
+    if not PackedWeight.applies(weights[0]):
+        return [F.linear(x, w, b) for w, b in zip(weights, biases)]
+    if not FUSE:  # each product through its own packed weight
         return [linear(x, w, b, p) for w, b, p in zip(weights, biases, packed.parts(len(weights)))]
-    y = torch.ops.mkldnn._linear_pointwise(x, wb[0], wb[1], "none", [], "")
+    w, b = packed.get_fused(weights, biases)
+    y = torch.ops.mkldnn._linear_pointwise(x, w, b, "none", [], "")
     return list(y.split([w.shape[0] for w in weights], dim=-1))
 
 
