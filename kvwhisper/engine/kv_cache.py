@@ -112,9 +112,8 @@ class KVCache:
             return
         idx = source_indices.to(self.self_k.device)
         rows = slice(None)
-        if (
-            idx.device.type == "cpu"
-        ):  # only the rows that change are moved (on CPU reading them costs nothing)
+        # on CPU (where reading the indices costs nothing) only the rows that change are moved
+        if idx.device.type == "cpu":
             moved = (idx != torch.arange(len(idx))).nonzero().squeeze(1)
             if len(moved) == 0:
                 return

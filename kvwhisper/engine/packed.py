@@ -73,16 +73,14 @@ class PackedWeight:
         self.key: tuple | None = None
         self.tensor: Tensor | None = None
         self.bias: Tensor | None = None
+        self._parts: list[PackedWeight] = []  # with FUSE off: a packed weight per part of a fused product
 
     @staticmethod
     def applies(weight: Tensor) -> bool:
         return (
-            ENABLED
-            and weight.device.type == "cpu"
+            weight.device.type == "cpu"
             and weight.dtype in (torch.float32, torch.bfloat16)
-            and not (torch.is_grad_enabled() and weight.requires_grad)
-            and not torch.compiler.is_compiling()
-            and _supported(weight.dtype)
+            and enabled(weight.dtype, weight)
         )
 
     def get(self, weight: Tensor) -> Tensor | None:
@@ -118,7 +116,7 @@ class PackedWeight:
 
     def parts(self, n: int) -> list[PackedWeight]:
         """n packed weights of their own, for running a fused product's parts one by one."""
-        if len(getattr(self, "_parts", ())) != n:
+        if len(self._parts) != n:
             self._parts = [PackedWeight() for _ in range(n)]
         return self._parts
 
@@ -145,16 +143,16 @@ def linear(
     """
     x = x.to(weight.dtype)
     w = packed.get(weight)
+    fused_gelu = w is not None and FUSE and gelu
     if w is None:
         y = F.linear(x, weight, bias)
-        if gelu:
-            y = F.gelu(y)
-        return y if add is None else add + y
-    if FUSE and add is not None and add.dtype == x.dtype and add.shape == (*x.shape[:-1], weight.shape[0]):
+    elif FUSE and add is not None and add.dtype == x.dtype and add.shape == (*x.shape[:-1], weight.shape[0]):
         return torch.ops.mkldnn._linear_pointwise.binary(x, add.contiguous(), w, bias, "add")
-    if gelu and not FUSE:
-        return F.gelu(torch.ops.mkldnn._linear_pointwise(x, w, bias, "none", [], ""))
-    y = torch.ops.mkldnn._linear_pointwise(x, w, bias, "gelu" if gelu else "none", [], "none" if gelu else "")
+    else:
+        post = ("gelu", "none") if fused_gelu else ("none", "")  # (attr, algorithm: "none" = exact erf GELU)
+        y = torch.ops.mkldnn._linear_pointwise(x, w, bias, post[0], [], post[1])
+    if gelu and not fused_gelu:
+        y = F.gelu(y)
     return y if add is None else add + y
 
 
