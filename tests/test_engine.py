@@ -132,6 +132,56 @@ def test_multi_token_feed_after_prefix_is_causal(model, mels):
     torch.testing.assert_close(chunk, full[:, 2:], atol=1e-4, rtol=1e-4)
 
 
+def test_projecting_some_positions_equals_those_rows_of_all(model, mels):
+    """`positions` projects only the rows asked for (the first step needs <|startoftranscript|> and the last)."""
+    tokens = torch.tensor([[50257, 50362, 400, 1000, 2000, 13]])
+    features = model.embed_audio(mels[:1])
+    with torch.no_grad():
+        full = model.logits(tokens, features)
+        for positions in [(0, -1), (-1,), (2, 4, 5)]:
+            cache = model.new_cache(1)
+            model.fill_cross(cache, features)
+            some, _ = model.decoder(tokens, cache, positions=positions)
+            assert some.shape == (1, len(positions), full.shape[-1])
+            assert cache.position == tokens.shape[1]  # every token's K/V is still written
+            torch.testing.assert_close(some, full[:, list(positions)], atol=1e-5, rtol=1e-5)
+
+
+def test_cache_rows_view_writes_into_the_parent():
+    cache = KVCache(n_layer=2, batch=6, n_head=2, head_dim=4, capacity=8)
+    view = cache.rows(slice(None, None, 3))  # rows 0 and 3
+    assert view.batch == 2 and view.position == 0
+    view.self_k[:, :, :, :2] = 1.0
+    view.advance(2)
+    assert view.position == 2 and cache.position == 0  # positions move on their own
+    assert cache.self_k[:, [0, 3], :, :2].eq(1).all()
+    assert cache.self_k[:, [1, 2, 4, 5]].eq(0).all()
+
+
+@pytest.mark.parametrize("options", [dict(beam_size=3), dict(temperature=0.7, best_of=3)])
+def test_first_step_feeds_one_row_per_window(model, mels, options):
+    """The rows of a window are copies until the first step: it feeds one per window, and every row's cache,
+    logits and no-speech probability are what feeding every row gives."""
+    task = DecodingTask(model, DecodingOptions(sample_len=4, **options))
+    features = task.audio_features(mels[:2])
+    tokens = torch.tensor([task.initial_tokens]).repeat(2, 1)
+    fed = []
+    state = task.start(features, tokens)
+    plain = task.start(features, tokens)
+    plain.runner.group = 1  # feeds all 6 rows
+    forward = state.runner.forward
+    state.runner.forward = lambda new, *a: fed.append(new.shape[0]) or forward(new, *a)
+    with torch.no_grad():
+        logits, _ = state.runner.logits(state.tokens, positions=(0, -1))
+        expected, _ = plain.runner.logits(plain.tokens, positions=(0, -1))
+    assert fed == [2]  # one row per window, not 2 * 3
+    torch.testing.assert_close(logits, expected, atol=1e-5, rtol=1e-5)
+    p = state.runner.cache.position
+    assert p == tokens.shape[1]
+    torch.testing.assert_close(state.runner.cache.self_k[:, :, :, :p], plain.runner.cache.self_k[:, :, :, :p])
+    torch.testing.assert_close(state.runner.cache.self_v[:, :, :, :p], plain.runner.cache.self_v[:, :, :, :p])
+
+
 @pytest.mark.parametrize("beam_size", [None, 3])
 def test_batch_equals_single(model, mels, beam_size):
     opts = DecodingOptions(sample_len=10, beam_size=beam_size)

@@ -1,7 +1,9 @@
 """Decoding 30-second windows: options, results, and the KV-cached decode loop.
 
 The loop, per step (`DecodingTask.step`):
-1. decoder forward on the tokens the cache does not hold yet (all of them on the first step, then one);
+1. decoder forward on the tokens the cache does not hold yet (all of them on the first step, then one); the
+   first step feeds one row per window (beams and samples start as copies) and projects only the
+   positions it uses onto the vocabulary (<|startoftranscript|> for no-speech, and the last one);
 2. no-speech probability at <|startoftranscript|> (first step only);
 3. each logits processor edits the next-token logits;
 4. the chooser picks the next token (greedy / sampling / beam search); beams reorder the cache;
@@ -175,7 +177,11 @@ def detect_language(model: Whisper, mel_or_features: Tensor, tokenizer: Tokenize
 
 
 class DecoderRunner:
-    """Feeds the decoder according to the cache mode and keeps the KV cache; counts what it fed."""
+    """Feeds the decoder according to the cache mode and keeps the KV cache; counts what it fed.
+
+    `group` rows per window (beams or samples) are copies of each other until the first step: that step
+    feeds one row per window and copies its K/V to the others.
+    """
 
     def __init__(
         self,
@@ -185,30 +191,43 @@ class DecoderRunner:
         capacity: int,
         mode: str = "full",
         compile: bool = False,
+        group: int = 1,
     ):
         self.model, self.audio_features, self.mode = model, audio_features, mode
         self.compile = compile and mode == "full"
         self.cache: KVCache = model.new_cache(batch, capacity)
         if mode == "full":
             model.fill_cross(self.cache, audio_features)
+        self.group = group
+        self.calls = 0  # decoder calls made
         self.fed_last = 0  # tokens fed at the last call (per row)
 
-    def logits(self, tokens: Tensor, last_only: bool = False, want_qk: bool = False):
-        """tokens (B, T): every token so far. Returns logits (B, T_fed, V) for the tokens fed, and qk scores."""
+    def logits(self, tokens: Tensor, positions: tuple[int, ...] | None = None, want_qk: bool = False):
+        """tokens (B, T): every token so far. Returns logits (B, P, V) at `positions` of the tokens fed (all
+        of them for None, see `TextDecoder.forward`), and qk scores."""
         if self.mode == "none":
             self.cache.reset()
         if self.mode != "full":
             self.model.fill_cross(self.cache, self.audio_features)
         new = tokens[:, self.cache.position :]
         self.fed_last = new.shape[1]
-        return self.forward(new, last_only, want_qk)
+        self.calls += 1
+        if self.calls > 1 or self.group == 1:
+            return self.forward(new, self.cache, positions, want_qk)
+        # the first call: one row per window, its K/V copied to the window's other rows
+        G, B = self.group, new.shape[0]
+        logits, qks = self.forward(new[::G], self.cache.rows(slice(None, None, G)), positions, want_qk)
+        self.cache.advance(new.shape[1])
+        self.cache.reorder(torch.arange(B, device=new.device) // G * G)
+        logits = logits.repeat_interleave(G, dim=0)
+        if qks is not None:
+            qks = [qk.repeat_interleave(G, dim=0) for qk in qks]
+        return logits, qks
 
-    def forward(self, new_tokens: Tensor, last_only: bool, want_qk: bool):
+    def forward(self, new_tokens: Tensor, cache: KVCache, positions: tuple[int, ...] | None, want_qk: bool):
         """The decoder call itself (an inspecting runner overrides this, not the feeding logic above)."""
         compile = self.compile and new_tokens.shape[1] == 1 and not want_qk  # one-token steps only
-        return self.model.decoder(
-            new_tokens, self.cache, last_only=last_only, want_qk=want_qk, compile=compile
-        )
+        return self.model.decoder(new_tokens, cache, positions=positions, want_qk=want_qk, compile=compile)
 
     def reorder(self, source_rows: Tensor) -> None:
         if self.mode != "none":
@@ -334,7 +353,13 @@ class DecodingTask:
         tokens = tokens.repeat_interleave(self.n_group, dim=0).to(audio_features.device)
         capacity = min(self.n_ctx, tokens.shape[1] + self.sample_len)
         runner = DecoderRunner(
-            self.model, audio_features, tokens.shape[0], capacity, self.options.kv_cache, self.options.compile
+            self.model,
+            audio_features,
+            tokens.shape[0],
+            capacity,
+            self.options.kv_cache,
+            self.options.compile,
+            group=self.n_group,
         )
         self.chooser.reset(audio_features.shape[0])
         sum_logprobs = torch.zeros(tokens.shape[0], device=audio_features.device)
@@ -344,10 +369,12 @@ class DecodingTask:
         self, state: DecodeState, force: Tensor | None = None, inspect: bool = False, want_qk: bool = False
     ):
         """One decode step (see the module docstring); returns a StepOutput."""
-        last_only = state.step > 0 and self.options.kv_cache == "none"
-        logits, qk = state.runner.logits(state.tokens, last_only=last_only, want_qk=want_qk)  # 1.
-        if state.step == 0 and self.tokenizer.no_speech is not None:  # 2.
-            state.no_speech_probs = logits[:, self.sot_index].softmax(dim=-1)[:, self.tokenizer.no_speech]
+        no_speech = self.tokenizer.no_speech if state.step == 0 else None
+        # only the positions used are projected onto the vocabulary: <|startoftranscript|> and the last one
+        positions = (-1,) if no_speech is None else (self.sot_index, -1)
+        logits, qk = state.runner.logits(state.tokens, positions=positions, want_qk=want_qk)  # 1.
+        if no_speech is not None:  # 2.
+            state.no_speech_probs = logits[:, 0].softmax(dim=-1)[:, no_speech]
         logits = logits[:, -1]
         raw = logits.clone() if inspect else None
         masks = {}

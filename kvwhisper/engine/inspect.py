@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .decoding import DecoderRunner
+from .model import select_positions
 
 if TYPE_CHECKING:
     from .kv_cache import KVCache
@@ -64,7 +65,13 @@ def embed_audio_with_stats(model: Whisper, mel: Tensor) -> tuple[Tensor, list[di
 
 @torch.no_grad()
 def decode_with_stats(
-    decoder: TextDecoder, tokens: Tensor, cache: KVCache, *, last_only: bool = False, want_qk: bool = False
+    decoder: TextDecoder,
+    tokens: Tensor,
+    cache: KVCache,
+    *,
+    last_only: bool = False,
+    positions: tuple[int, ...] | None = None,
+    want_qk: bool = False,
 ) -> tuple[Tensor, list[Tensor] | None, list[dict]]:
     """`TextDecoder.forward` run block by block: (logits, qks, stats).
 
@@ -86,9 +93,7 @@ def decode_with_stats(
         if want_qk:
             qks.append(qk)
     cache.advance(T)
-    if last_only:
-        x = x[:, -1:]
-    x = decoder.ln(x)
+    x = decoder.ln(select_positions(x, (-1,) if last_only else positions))
     stats.append(tensor_stats("decoder.ln", x[:, -1]))
     logits = decoder.project(x)
     return logits, qks, stats
@@ -104,12 +109,12 @@ class StatsRunner(DecoderRunner):
     def __init__(self, base: DecoderRunner):  # adopts `base`'s state, allocates nothing
         self.model, self.audio_features, self.mode = base.model, base.audio_features, base.mode
         self.cache = base.cache
-        self.fed_last = base.fed_last
+        self.group, self.calls, self.fed_last = base.group, base.calls, base.fed_last
         self.last_stats: list[dict] | None = None
 
-    def forward(self, new_tokens: Tensor, last_only: bool, want_qk: bool):
+    def forward(self, new_tokens: Tensor, cache: KVCache, positions: tuple[int, ...] | None, want_qk: bool):
         logits, qks, self.last_stats = decode_with_stats(
-            self.model.decoder, new_tokens, self.cache, last_only=last_only, want_qk=want_qk
+            self.model.decoder, new_tokens, cache, positions=positions, want_qk=want_qk
         )
         return logits, qks
 

@@ -121,6 +121,15 @@ class KVCache:
         self.self_k[:, rows, :, :p] = self.self_k[:, idx, :, :p]
         self.self_v[:, rows, :, :p] = self.self_v[:, idx, :, :p]
 
+    def rows(self, index: slice) -> KVCache:
+        """A cache over some rows of this one (views of the same buffers: what it writes lands here), at the
+        same position and with the same cross K/V. Its position moves on its own."""
+        view = object.__new__(KVCache)
+        view.self_k, view.self_v = self.self_k[:, index], self.self_v[:, index]
+        view.cross_k, view.cross_v = self.cross_k, self.cross_v
+        view.position = self.position
+        return view
+
     def reset(self) -> None:
         """Empty the cache for a new window (buffers are kept and reused)."""
         self.position = 0
