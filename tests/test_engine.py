@@ -158,6 +158,21 @@ def test_cache_rows_view_writes_into_the_parent():
     assert cache.self_k[:, [1, 2, 4, 5]].eq(0).all()
 
 
+def test_reorder_leaves_the_shared_prompt_alone():
+    """Positions below `shared` are the same in every row of a window: a reorder copies only the rest."""
+    cache = KVCache(n_layer=1, batch=3, n_head=1, head_dim=2, capacity=6)
+    cache.self_k[:, :, :, :4] = torch.arange(3.0)[None, :, None, None, None]  # row r holds r everywhere
+    cache.advance(4)
+    cache.shared = 2
+    cache.reorder(torch.tensor([2, 2, 0]))
+    assert cache.self_k[0, :, 0, :2, 0].tolist() == [[0, 0], [1, 1], [2, 2]]  # untouched
+    assert cache.self_k[0, :, 0, 2:4, 0].tolist() == [[2, 2], [2, 2], [0, 0]]  # reordered
+    cache.rewind(1)
+    assert cache.shared == 1  # what is rewound is no longer known to be shared
+    cache.reset()
+    assert cache.shared == 0
+
+
 @pytest.mark.parametrize("options", [dict(beam_size=3), dict(temperature=0.7, best_of=3)])
 def test_first_step_feeds_one_row_per_window(model, mels, options):
     """The rows of a window are copies until the first step: it feeds one per window, and every row's cache,
@@ -175,6 +190,7 @@ def test_first_step_feeds_one_row_per_window(model, mels, options):
         logits, _ = state.runner.logits(state.tokens, positions=(0, -1))
         expected, _ = plain.runner.logits(plain.tokens, positions=(0, -1))
     assert fed == [2]  # one row per window, not 2 * 3
+    assert state.runner.cache.shared == tokens.shape[1]  # the prompt: left alone by beam reorders
     torch.testing.assert_close(logits, expected, atol=1e-5, rtol=1e-5)
     p = state.runner.cache.position
     assert p == tokens.shape[1]

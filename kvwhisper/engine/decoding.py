@@ -219,6 +219,7 @@ class DecoderRunner:
         logits, qks = self.forward(new[::G], self.cache.rows(slice(None, None, G)), positions, want_qk)
         self.cache.advance(new.shape[1])
         self.cache.reorder(torch.arange(B, device=new.device) // G * G)
+        self.cache.shared = self.cache.position  # the same in every row of a window: reorders skip it
         logits = logits.repeat_interleave(G, dim=0)
         if qks is not None:
             qks = [qk.repeat_interleave(G, dim=0) for qk in qks]

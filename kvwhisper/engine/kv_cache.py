@@ -54,6 +54,9 @@ class KVCache:
         self.cross_k: Tensor | None = None  # (L, n_audio, H, S, D)
         self.cross_v: Tensor | None = None
         self.position = 0  # tokens held in the self-attention buffers, for every row alike
+        # positions below this hold the same K/V in every row of a window (the prompt, fed once and copied to
+        # the window's beams): a reorder leaves them as they are
+        self.shared = 0
 
     @property
     def n_layer(self) -> int:
@@ -101,14 +104,16 @@ class KVCache:
         if not 0 <= position <= self.position:
             raise ValueError(f"cannot rewind to {position}: the cache holds {self.position} tokens")
         self.position = position
+        self.shared = min(self.shared, position)
 
     def reorder(self, source_indices: Tensor) -> None:
-        """Make row i a copy of row source_indices[i] (beam search). Only the filled prefix is moved.
+        """Make row i a copy of row source_indices[i] (beam search). Only the filled positions that differ
+        between rows (from `shared` to `position`) are moved.
 
         Rows come from the same window (beams never cross windows), so the shared cross K/V stay as they are.
         """
-        p = self.position
-        if p == 0:
+        start, p = self.shared, self.position
+        if p == start:
             return
         idx = source_indices.to(self.self_k.device)
         rows = slice(None)
@@ -118,8 +123,8 @@ class KVCache:
             if len(moved) == 0:
                 return
             rows, idx = moved, idx[moved]
-        self.self_k[:, rows, :, :p] = self.self_k[:, idx, :, :p]
-        self.self_v[:, rows, :, :p] = self.self_v[:, idx, :, :p]
+        self.self_k[:, rows, :, start:p] = self.self_k[:, idx, :, start:p]
+        self.self_v[:, rows, :, start:p] = self.self_v[:, idx, :, start:p]
 
     def rows(self, index: slice) -> KVCache:
         """A cache over some rows of this one (views of the same buffers: what it writes lands here), at the
@@ -127,12 +132,12 @@ class KVCache:
         view = object.__new__(KVCache)
         view.self_k, view.self_v = self.self_k[:, index], self.self_v[:, index]
         view.cross_k, view.cross_v = self.cross_k, self.cross_v
-        view.position = self.position
+        view.position, view.shared = self.position, self.shared
         return view
 
     def reset(self) -> None:
         """Empty the cache for a new window (buffers are kept and reused)."""
-        self.position = 0
+        self.position = self.shared = 0
         self.clear_cross()
 
     def lengths(self) -> dict[str, int]:
