@@ -83,7 +83,7 @@ def gemv_bandwidth(shape: tuple[int, int], dtype: torch.dtype, copies: int) -> d
     x = torch.randn(1, in_f, dtype=dtype)
     fns = {"F.linear": lambda k: F.linear(x, ws[k])}
     if packed._supported(dtype):
-        ps = [torch.ops.mkldnn._reorder_linear_weight(w, 1) for w in ws]
+        ps = [torch.ops.mkldnn._reorder_linear_weight(w, packed.PACK_BATCH) for w in ws]
         fns["packed"] = lambda k: torch.ops.mkldnn._linear_pointwise(x, ps[k], None, "none", [], "")
     result = {}
     for name, fn in fns.items():
