@@ -215,11 +215,10 @@ class DecoderRunner:
         if self.calls > 1 or self.group == 1:
             return self.forward(new, self.cache, positions, want_qk)
         # the first call: one row per window, its K/V copied to the window's other rows
-        G, B = self.group, new.shape[0]
+        G = self.group
         logits, qks = self.forward(new[::G], self.cache.rows(slice(None, None, G)), positions, want_qk)
         self.cache.advance(new.shape[1])
-        self.cache.reorder(torch.arange(B, device=new.device) // G * G)
-        self.cache.shared = self.cache.position  # the same in every row of a window: reorders skip it
+        self.cache.spread(G)
         logits = logits.repeat_interleave(G, dim=0)
         if qks is not None:
             qks = [qk.repeat_interleave(G, dim=0) for qk in qks]

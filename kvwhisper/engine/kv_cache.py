@@ -126,6 +126,14 @@ class KVCache:
         self.self_k[:, rows, :, start:p] = self.self_k[:, idx, :, start:p]
         self.self_v[:, rows, :, start:p] = self.self_v[:, idx, :, start:p]
 
+    def spread(self, group: int) -> None:
+        """Copy the first row of every `group` consecutive rows to the others, and mark every filled position
+        as `shared`: the prompt was fed to one row per window and holds the same K/V in all of them."""
+        first = torch.arange(self.batch, device=self.self_k.device) // group * group
+        self.shared = 0
+        self.reorder(first)
+        self.shared = self.position
+
     def rows(self, index: slice) -> KVCache:
         """A cache over some rows of this one (views of the same buffers: what it writes lands here), at the
         same position and with the same cross K/V. Its position moves on its own."""
