@@ -69,7 +69,6 @@ def decode_with_stats(
     tokens: Tensor,
     cache: KVCache,
     *,
-    last_only: bool = False,
     positions: tuple[int, ...] | None = None,
     want_qk: bool = False,
 ) -> tuple[Tensor, list[Tensor] | None, list[dict]]:
@@ -93,7 +92,7 @@ def decode_with_stats(
         if want_qk:
             qks.append(qk)
     cache.advance(T)
-    x = decoder.ln(select_positions(x, (-1,) if last_only else positions))
+    x = decoder.ln(select_positions(x, positions))
     stats.append(tensor_stats("decoder.ln", x[:, -1]))
     logits = decoder.project(x)
     return logits, qks, stats
