@@ -491,6 +491,107 @@ def test_fused_products_equal_the_plain_ops(dtype):
                 packed.ENABLED, packed.FUSE = True, True
 
 
+def _half_kernel():
+    from kvwhisper.engine import packed
+
+    if not packed.half_supported():
+        pytest.skip("the fp16-weight kernel (_halfgemv) is not built or this CPU has no AVX-512")
+    return packed
+
+
+@pytest.mark.parametrize("rows", [1, 2, 5, 7, 16])
+@pytest.mark.parametrize("n_out", [48, 64, 200])
+def test_half_kernel_equals_plain_product_on_fp16_weights(rows, n_out):
+    """fp32 weights that are fp16 numbers (as every Whisper checkpoint's are) go through _halfgemv: fp32
+    arithmetic over the weight read as fp16, equal to F.linear up to summation order; bias, residual add and
+    GELU as in the plain ops; any number of outputs (groups of 64 padded)."""
+    packed = _half_kernel()
+    torch.manual_seed(0)
+    lin = packed.Linear(96, n_out)
+    with torch.no_grad():
+        lin.weight.copy_(lin.weight.half().float())
+        x, r = torch.randn(rows, 1, 96), torch.randn(rows, 1, n_out)
+        tol = dict(atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(lin(x), F.linear(x, lin.weight, lin.bias), **tol)
+        assert lin.packed.half is not None and lin.packed.tensor is None  # the kernel ran, not oneDNN
+        assert lin.packed.half.dtype == torch.float16 and lin.packed.half.shape == (-(-n_out // 64), 96, 64)
+        torch.testing.assert_close(lin(x, add=r), r + F.linear(x, lin.weight, lin.bias), **tol)
+        torch.testing.assert_close(lin(x, gelu=True), F.gelu(F.linear(x, lin.weight, lin.bias)), **tol)
+        lin.weight.mul_(-2)  # an in-place change: repacked (still fp16 numbers)
+        torch.testing.assert_close(lin(x), F.linear(x, lin.weight, lin.bias), **tol)
+        # the result does not depend on the thread count: each output is summed by one thread in one order
+        threads = torch.get_num_threads()
+        try:
+            torch.set_num_threads(1)
+            one = lin(x)
+            torch.set_num_threads(2)
+            assert torch.equal(lin(x), one)
+        finally:
+            torch.set_num_threads(threads)
+
+
+def test_half_kernel_applies_only_where_fp16_holds_the_weight_and_rows_are_few():
+    packed = _half_kernel()
+    torch.manual_seed(0)
+    lin = packed.Linear(32, 40)
+    x = torch.randn(3, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(lin(x), F.linear(x, lin.weight, lin.bias), atol=1e-5, rtol=1e-5)
+        assert lin.packed.half is None  # random fp32 weights are not fp16 numbers: oneDNN's product
+        lin.weight.copy_(lin.weight.half().float())
+        many = torch.randn(packed.HALF_MAX_ROWS + 1, 32)
+        torch.testing.assert_close(lin(many), F.linear(many, lin.weight, lin.bias), atol=1e-5, rtol=1e-5)
+        assert lin.packed.half is None  # more rows than a decode step: a matrix product, oneDNN's
+        lin(x)
+        assert lin.packed.half is not None
+        packed.HALF = False
+        try:
+            lin.packed.half_key = lin.packed.half = None
+            torch.testing.assert_close(lin(x), F.linear(x, lin.weight, lin.bias), atol=1e-5, rtol=1e-5)
+            assert lin.packed.half is None
+        finally:
+            packed.HALF = True
+    # qkv as one product: the stacked pack, a missing bias as zeros
+    layers = [packed.Linear(32, 32, bias=b) for b in (True, False, True)]
+    fused = packed.PackedWeight()
+    with torch.no_grad():
+        for m in layers:
+            m.weight.copy_(m.weight.half().float())
+        outs = packed.fused_linear(x, [m.weight for m in layers], [m.bias for m in layers], fused)
+        assert fused.half is not None
+        for out, m in zip(outs, layers):
+            torch.testing.assert_close(out, F.linear(x, m.weight, m.bias), atol=1e-5, rtol=1e-5)
+
+
+def test_half_kernel_refuses_bad_calls():
+    packed = _half_kernel()
+    with pytest.raises(TypeError, match="9 arguments"):
+        packed._halfgemv.gemv(1, 2, 3)
+    with pytest.raises(ValueError, match="null pointer or empty shape"):
+        packed._halfgemv.gemv(0, 0, 0, None, None, 1, 1, 1, 1)
+
+
+@pytest.mark.slow
+def test_real_decoder_weights_are_fp16_numbers_and_the_kernel_keeps_greedy_tokens(jfk_path):
+    """The bundled tiny.en is fp16 numbers, so every decoder product of a decode step runs through the
+    kernel; the greedy tokens are those of the oneDNN products."""
+    import kvwhisper
+
+    packed = _half_kernel()
+    model = kvwhisper.load_model("tiny.en", device="cpu")
+    mel = kvwhisper.log_mel_spectrogram(kvwhisper.pad_or_trim(kvwhisper.load_audio(jfk_path)))
+    with_kernel = model.decode(mel)
+    assert model.decoder._output_packed.half is not None
+    assert all(b.mlp[0].packed.half is not None for b in model.decoder.blocks)
+    packed.HALF = False
+    try:
+        without = model.decode(mel)
+    finally:
+        packed.HALF = True
+    assert with_kernel.tokens == without.tokens
+    assert abs(with_kernel.avg_logprob - without.avg_logprob) < 1e-4
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_encoder_self_attention_head_by_head_matches_sdpa(dtype):
     from kvwhisper.engine.model import self_attend
