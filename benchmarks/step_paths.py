@@ -6,7 +6,10 @@
 - packed+attend: also `model.attend`, fp32 attention for bf16 decode steps (in fp32 `attend` is SDPA
   itself, so this column equals `packed` there, up to noise);
 - packed+attend+fused: also the fused products (packed.FUSE: q/k/v as one product, GELU and the residual
-  adds inside the oneDNN calls): the default now.
+  adds inside the oneDNN calls): the default where the C kernels are not built;
+- kernels: also the C kernels of kvwhisper/engine/kernels.py (products over fp16-stored weights in fp32
+  arithmetic, few-query attention): the default where they are built (x86-64 with AVX-512). They apply to
+  fp32 models; in bf16 this column equals the previous one, up to noise.
 
 The paths alternate round by round in one process (the machine is shared and noisy); each round times
 `--steps` steps of one token after a short prefix, the table gives the median step time per path.
@@ -29,8 +32,8 @@ import torch.nn.functional as F
 
 import kvwhisper
 from kvwhisper.audio import load_audio, log_mel_spectrogram, pad_or_trim
+from kvwhisper.engine import kernels, packed
 from kvwhisper.engine import model as model_mod
-from kvwhisper.engine import packed
 
 JFK = common.REPO / "tests" / "data" / "jfk.flac"
 
@@ -41,11 +44,12 @@ def _sdpa(q, k, v):
 
 
 ATTEND = model_mod.attend
-PATHS = {  # name: (packed weights, fused products, decode-step attention)
-    "plain": (False, False, _sdpa),
-    "packed": (True, False, _sdpa),
-    "packed+attend": (True, False, ATTEND),
-    "packed+attend+fused": (True, True, ATTEND),
+PATHS = {  # name: (packed weights, fused products, decode-step attention, C kernels)
+    "plain": (False, False, _sdpa, False),
+    "packed": (True, False, _sdpa, False),
+    "packed+attend": (True, False, ATTEND, False),
+    "packed+attend+fused": (True, True, ATTEND, False),
+    "kernels": (True, True, ATTEND, True),
 }
 
 
@@ -62,8 +66,9 @@ def step_times(model_name: str, dtype: str, batch: int, rounds: int, steps: int)
             start = cache.position
             token = torch.tensor([[model.tokenizer.encode(" And")[0]]] * batch)
             for _ in range(rounds):
-                for name, (enabled, fuse, attend) in PATHS.items():
+                for name, (enabled, fuse, attend, kern) in PATHS.items():
                     packed.ENABLED, packed.FUSE, model_mod.attend = enabled, fuse, attend
+                    kernels.ENABLED = kern
                     cache.rewind(start)
                     for _ in range(3):  # warm-up (the packed copies are made here)
                         model.decoder(token, cache, last_only=True)
@@ -74,17 +79,22 @@ def step_times(model_name: str, dtype: str, batch: int, rounds: int, steps: int)
                     times[name].append((time.perf_counter() - t0) / steps * 1e3)
     finally:
         packed.ENABLED, packed.FUSE, model_mod.attend = True, True, ATTEND
+        kernels.ENABLED = True
     return {name: statistics.median(v) for name, v in times.items()}
 
 
 def gemv_bandwidth(shape: tuple[int, int], dtype: torch.dtype, copies: int) -> dict[str, float]:
     out_f, in_f = shape
-    ws = [torch.randn(out_f, in_f, dtype=dtype) for _ in range(copies)]
+    # fp16 numbers, as a checkpoint's weights are (so that the fp16-weight kernel takes the fp32 ones)
+    ws = [torch.randn(out_f, in_f).half().to(dtype) for _ in range(copies)]
     x = torch.randn(1, in_f, dtype=dtype)
     fns = {"F.linear": lambda k: F.linear(x, ws[k])}
     if packed._supported(dtype):
         ps = [torch.ops.mkldnn._reorder_linear_weight(w, packed.PACK_BATCH) for w in ws]
         fns["packed"] = lambda k: torch.ops.mkldnn._linear_pointwise(x, ps[k], None, "none", [], "")
+    if dtype == torch.float32 and kernels.available():
+        hs = [packed.pack_half(w, [None], [out_f])[0] for w in ws]
+        fns["kernel"] = lambda k: kernels.gemv(x, hs[k], None, out_f)
     result = {}
     for name, fn in fns.items():
         best = float("inf")
@@ -117,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
                 {
                     "config": f"{dtype} rows {batch}",
                     **{k: round(v, 2) for k, v in t.items()},
-                    "speedup": round(t["plain"] / t["packed+attend+fused"], 2),
+                    "speedup": round(t["plain"] / t["kernels"], 2),
                 }
             )
             common.log(f"{rows[-1]}")
@@ -136,7 +146,10 @@ def main(argv: list[str] | None = None) -> int:
         for shape, copies in (((d, d), 200), ((4 * d, d), 60), ((d, 4 * d), 60), ((v, d), 3)):
             bw = gemv_bandwidth(shape, dtype, copies)
             gemv.append({"dtype": str(dtype).split(".")[-1], "weight": f"{shape[0]}x{shape[1]}", **bw})
-    print("\nOne-row products, GB/s of weight read (higher is better)\n")
+    print(
+        "\nOne-row products, GB/s of the weight's bytes in its dtype (higher is better; the fp32 kernel reads "
+        "half of them, as fp16)\n"
+    )
     print(
         common.format_table(
             gemv,
@@ -145,6 +158,7 @@ def main(argv: list[str] | None = None) -> int:
                 ("weight", "weight", ""),
                 ("F.linear", "F.linear", ".1f"),
                 ("packed", "packed", ".1f"),
+                ("kernel", "fp16-weight kernel", ".1f"),
             ],
         )
     )

@@ -136,7 +136,10 @@ def test_cache_modes_identical_on_real_windows(model, clips):
             assert tokens == tokens_full, mode
             worst = max(worst, (logits - logits_full).abs().max().item())
     print(f"cache modes: max |logits diff| full vs self_only/none = {worst:.2e}")
-    assert worst <= 1e-4
+    # the full cache's one-token steps multiply through the decode-step kernels (fp16-stored weights, fp32
+    # arithmetic: kernels.py), the uncached mode's many rows through oneDNN's matrix product: two summation
+    # orders. Logits reach ~40, so 2e-4 is ~5e-6 of them: fp32 rounding (seen: 1.2e-4; 0.9e-4 before the kernels)
+    assert worst <= 2e-4
 
 
 def test_model_api_and_detect_language_refusal(model, clips):

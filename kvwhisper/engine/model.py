@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from . import kernels
 from .compiled import compiled
 from .kv_cache import KVCache, LayerKV
 from .packed import Linear, PackedWeight, fused_linear
@@ -85,13 +86,20 @@ def attend(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
     On CPU with bf16/fp16 activations, a decode step (few queries) and anything over fp32 cross-attention K/V
     (see `cross_kv`) attends in fp32: the CPU flash-attention kernel is 2-3x slower in bf16 than in fp32 for
     one query over 1500 audio positions (benchmarks/RESULTS.md), and fp32 is the more exact of the two.
+    fp32 attention of few queries (a decode step) runs through the C kernel of kernels.py where it is built.
     """
     if (
         q.device.type == "cpu"
         and q.dtype != torch.float32
         and (k.dtype == torch.float32 or q.shape[-2] <= 16)
     ):
-        return F.scaled_dot_product_attention(q.float(), k.float(), v.float()).to(q.dtype)
+        return _attend_fp32(q.float(), k.float(), v.float()).to(q.dtype)
+    return _attend_fp32(q, k, v) if q.dtype == torch.float32 else F.scaled_dot_product_attention(q, k, v)
+
+
+def _attend_fp32(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+    if kernels.attend_applies(q, k, v):
+        return kernels.attend(q, k, v)
     return F.scaled_dot_product_attention(q, k, v)
 
 

@@ -15,7 +15,7 @@ Costs: one extra copy of the linear weights in memory (tiny.en: ~130 MB fp32).
 
 fp16-stored weights (`HALF`): Whisper's checkpoints hold fp16 numbers, so an fp32 model's weights are fp16
 values in 4 bytes each. A product of a few rows (a decode step: one row per beam, at most `HALF_MAX_ROWS`)
-over an fp32 weight that fp16 holds exactly runs through the C kernel of _halfgemv.c instead: the weight
+over an fp32 weight that fp16 holds exactly runs through the C kernel of kernels.py instead: the weight
 packed once as fp16 and widened to fp32 in registers, the arithmetic fp32's, half the bytes read. The tied
 output projection of tiny.en: ~0.65 instead of ~1.6-2.3 ms a step (benchmarks/RESULTS.md). It needs the
 compiled extension (built at install where a C compiler is, optional) and an x86-64 CPU with AVX-512;
@@ -33,6 +33,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from . import kernels
+
 ENABLED = True  # set False to measure or debug the plain F.linear path
 FUSE = True  # set False to measure the packed path without fused q/k/v, GELU and residual adds
 # the batch size oneDNN is told to expect when it lays a weight out. Any size of 8 or more beats 1 in fp32
@@ -40,23 +42,8 @@ FUSE = True  # set False to measure the packed path without fused q/k/v, GELU an
 # 2.3 instead of 3.4 ms for five (beam search), a 1536x384 weight 0.033 instead of 0.064 ms for five rows, and
 # the encoder's products (1500 rows) gain ~5%. bf16 is the same either way. (benchmarks/RESULTS.md)
 PACK_BATCH = 64
-HALF = True  # set False to measure or debug without the fp16-weight kernel (_halfgemv.c)
+HALF = True  # set False to measure or debug without the fp16-weight kernel (kernels.gemv)
 HALF_MAX_ROWS = 16  # products of more rows than this (prompts, the encoder) are matrix products: oneDNN's
-
-try:
-    from . import _halfgemv
-except ImportError:  # not built (no C compiler at install): oneDNN only
-    _halfgemv = None
-_half_ok: bool | None = None
-
-
-def half_supported() -> bool:
-    """Whether the fp16-weight kernel is built and this CPU runs it (x86-64 with AVX-512, F16C, FMA)."""
-    global _half_ok
-    if _half_ok is None:
-        _half_ok = _halfgemv is not None and bool(_halfgemv.supported())
-    return _half_ok
-
 
 _support: dict[torch.dtype, bool] = {}
 
@@ -105,7 +92,9 @@ class PackedWeight:
         self.bias: Tensor | None = None
         self._parts: list[PackedWeight] = []  # with FUSE off: a packed weight per part of a fused product
         self.half_key: tuple | None = None
-        self.half: Tensor | None = None  # the fp16 pack for _halfgemv (None: fp16 does not hold the weight)
+        self.half: Tensor | None = (
+            None  # the fp16 pack for kernels.gemv (None: fp16 does not hold the weight)
+        )
         self.half_bias: Tensor | None = None
 
     @staticmethod
@@ -152,11 +141,9 @@ class PackedWeight:
         stacked fp32 bias (zeros where a layer has none), or None where the kernel does not apply: not fp32
         on CPU, a weight fp16 does not hold exactly, no kernel here, under autograd or torch.compile."""
         w0 = weights[0]
-        if not (HALF and w0.dtype == torch.float32 and w0.device.type == "cpu" and half_supported()):
+        if not (HALF and w0.dtype == torch.float32 and w0.device.type == "cpu" and kernels.available()):
             return None
-        if torch.compiler.is_compiling() or (
-            torch.is_grad_enabled() and any(w.requires_grad for w in weights)
-        ):
+        if not kernels._inference(*weights):
             return None
         key = tuple(
             (t.data_ptr(), t._version, t.dtype, tuple(t.shape)) if t is not None else None
@@ -188,7 +175,7 @@ class PackedWeight:
 def pack_half(
     weight: Tensor, biases: list[Tensor | None], sizes: list[int]
 ) -> tuple[Tensor | None, Tensor | None]:
-    """`weight` (N, K) fp32 as _halfgemv's layout, (ceil(N / 64), K, 64) fp16 zero-padded, and the biases of its
+    """`weight` (N, K) fp32 as kernels.gemv's layout, (ceil(N / 64), K, 64) fp16 zero-padded, and the biases of its
     parts (`sizes` rows each) as one fp32 vector (None if all are None); (None, None) if fp16 does not hold it."""
     half = weight.to(torch.float16)
     if not torch.equal(half.float(), weight):  # not fp16 numbers (or out of fp16's range): oneDNN's product
@@ -201,30 +188,6 @@ def pack_half(
     if any(b is not None for b in biases):
         bias = torch.cat([torch.zeros(n) if b is None else b.float() for n, b in zip(sizes, biases)])
     return padded.view(groups, 64, K).transpose(1, 2).contiguous(), bias
-
-
-def half_linear(
-    x: Tensor, packed_weight: Tensor, bias: Tensor | None, n_out: int, add: Tensor | None = None
-) -> Tensor:
-    """x (..., K) fp32 times the fp16-packed weight (see `pack_half`) of `n_out` outputs, plus bias, plus `add`
-    (fp32, shaped like the result) when given: through _halfgemv's kernel."""
-    K = x.shape[-1]
-    x2 = x.reshape(-1, K).contiguous()
-    y = torch.empty(*x.shape[:-1], n_out, dtype=torch.float32)
-    if add is not None:
-        add = add.contiguous()
-    _halfgemv.gemv(
-        packed_weight.data_ptr(),
-        x2.data_ptr(),
-        y.data_ptr(),
-        None if bias is None else bias.data_ptr(),
-        None if add is None else add.data_ptr(),
-        x2.shape[0],
-        n_out,
-        K,
-        torch.get_num_threads(),
-    )
-    return y
 
 
 def _rows(x: Tensor) -> int:
@@ -253,7 +216,7 @@ def linear(
             and add.dtype == torch.float32
             and add.shape == (*x.shape[:-1], weight.shape[0])
         )
-        y = half_linear(x, h[0], h[1], weight.shape[0], add if fused_add else None)
+        y = kernels.gemv(x, h[0], h[1], weight.shape[0], add if fused_add else None)
         if gelu:
             y = F.gelu(y)
         return y if add is None or fused_add else add + y
@@ -278,7 +241,7 @@ def fused_linear(
     (the results are then views of one output)."""
     x = x.to(weights[0].dtype)
     if 0 < _rows(x) <= HALF_MAX_ROWS and (h := packed.get_half(weights, biases)) is not None:
-        y = half_linear(x, h[0], h[1], sum(w.shape[0] for w in weights))
+        y = kernels.gemv(x, h[0], h[1], sum(w.shape[0] for w in weights))
         return list(y.split([w.shape[0] for w in weights], dim=-1))
     if not PackedWeight.applies(weights[0]):
         return [F.linear(x, w, b) for w, b in zip(weights, biases)]

@@ -1,0 +1,120 @@
+"""The decode step's C kernels (_kernels.c) from Python: fp16-stored weight products and few-query attention.
+
+A cached decode step is bound by the bytes it reads: every decoder weight (for a few rows, one per beam) and
+every layer's cross-attention K/V over 1,500 audio positions. Two kernels read them faster than torch's general
+operations do on this CPU, in fp32 arithmetic (benchmarks/RESULTS.md):
+
+- `gemv`: a product over an fp32 weight that fp16 holds exactly (Whisper's checkpoints are fp16 numbers),
+  read as fp16 and widened in registers: half the bytes. Used by packed.py (`HALF`) for up to
+  `packed.HALF_MAX_ROWS` rows.
+- `attend`: softmax attention of up to 8 query rows per (batch, head), reading K and V once in place. Used by
+  model.attend for decode steps (one new token over the self-attention cache, a window's beams over its
+  cross-attention K/V).
+
+Both need the compiled extension (setup.py builds it at install where a C compiler is; optional) and an x86-64
+CPU with AVX-512. Elsewhere, and with `ENABLED = False`, the callers run torch's operations as before.
+Results agree with torch's to fp32 rounding (other summation orders), not bit for bit, and do not depend on the
+thread count.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+try:
+    from . import _kernels as _c
+except ImportError:  # not built (no C compiler at install, not x86-64)
+    _c = None
+
+ENABLED = True  # set False to measure or debug torch's operations in their place
+ATTEND_MAX_ROWS = 8  # query rows per (batch, head) the attention kernel takes (a window's beams)
+_ok: bool | None = None
+
+
+def available() -> bool:
+    """Whether the kernels are built and this CPU runs them (x86-64 with AVX-512, F16C, FMA)."""
+    global _ok
+    if _ok is None:
+        _ok = _c is not None and bool(_c.supported())
+    return ENABLED and _ok
+
+
+def _inference(*tensors: Tensor) -> bool:
+    """Not where autograd would record, not under torch.compile: the kernels are opaque to both."""
+    if torch.compiler.is_compiling():
+        return False
+    return not (torch.is_grad_enabled() and any(t.requires_grad for t in tensors))
+
+
+def gemv(
+    x: Tensor, packed_weight: Tensor, bias: Tensor | None, n_out: int, add: Tensor | None = None
+) -> Tensor:
+    """x (..., K) fp32 times a weight of `n_out` outputs packed by `packed.pack_half`, plus `bias` (fp32),
+    plus `add` (fp32, shaped like the result) when given."""
+    K = x.shape[-1]
+    x2 = x.reshape(-1, K).contiguous()
+    y = torch.empty(*x.shape[:-1], n_out, dtype=torch.float32)
+    if add is not None:
+        add = add.contiguous()
+    _c.gemv(
+        packed_weight.data_ptr(),
+        x2.data_ptr(),
+        y.data_ptr(),
+        None if bias is None else bias.data_ptr(),
+        None if add is None else add.data_ptr(),
+        x2.shape[0],
+        n_out,
+        K,
+        torch.get_num_threads(),
+    )
+    return y
+
+
+def attend_applies(q: Tensor, k: Tensor, v: Tensor) -> bool:
+    """Whether `attend` takes these: fp32 CPU tensors (N, H, R, D) over (N, H, S, D), R <= 8 rows, D a
+    multiple of 16 up to 128, each row of D contiguous, outside autograd and torch.compile. (Called 8 times a
+    step: the cheap checks first.)"""
+    if not (q.is_cpu and q.dtype is torch.float32 and k.dtype is torch.float32 and v.dtype is torch.float32):
+        return False
+    qs, ks = q.shape, k.shape
+    return (
+        len(qs) == 4
+        and qs[2] <= ATTEND_MAX_ROWS
+        and qs[3] % 16 == 0
+        and 16 <= qs[3] <= 128
+        and ks == v.shape
+        and ks[:2] == qs[:2]
+        and ks[3] == qs[3]
+        and ks[2] > 0
+        and available()
+        and q.stride(-1) == 1
+        and k.stride(-1) == 1
+        and v.stride(-1) == 1
+        and _inference(q, k, v)
+    )
+
+
+def attend(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+    """softmax(q k^T / sqrt(D)) v, unmasked (call where `attend_applies`): (N, H, R, D), laid out as
+    (N, R, H, D) underneath so that merging the heads back is a view."""
+    N, H, R, D = q.shape
+    S = k.shape[2]
+    out = torch.empty(N, R, H, D, dtype=torch.float32)
+    _c.attend(
+        q.data_ptr(),
+        k.data_ptr(),
+        v.data_ptr(),
+        out.data_ptr(),
+        N,
+        H,
+        R,
+        S,
+        D,
+        q.stride()[:3],
+        k.stride()[:3],
+        v.stride()[:3],
+        (R * H * D, D, H * D),
+        torch.get_num_threads(),
+    )
+    return out.transpose(1, 2)
