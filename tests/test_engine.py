@@ -436,7 +436,7 @@ def test_packed_linear_equals_plain_and_follows_weight_changes(dtype):
         pytest.skip(f"oneDNN packed inner product not available in {dtype} here")
     torch.manual_seed(0)
     lin = packed.Linear(48, 80).to(dtype)
-    x = torch.randn(3, 5, 48, dtype=dtype)
+    x = torch.randn(3, 7, 48, dtype=dtype)  # more rows than kernels.gemv takes (packed.HALF_MAX_ROWS): oneDNN
     tol = dict(atol=1e-5, rtol=1e-5) if dtype == torch.float32 else dict(atol=0.1, rtol=0.02)
     with torch.no_grad():
         torch.testing.assert_close(lin(x), F.linear(x, lin.weight, lin.bias), **tol)
@@ -463,7 +463,7 @@ def test_fused_products_equal_the_plain_ops(dtype):
         pytest.skip(f"oneDNN packed inner product not available in {dtype} here")
     torch.manual_seed(0)
     layers = [packed.Linear(48, 48, bias=b).to(dtype) for b in (True, False, True)]
-    x, r = torch.randn(2, 7, 48, dtype=dtype), torch.randn(2, 7, 48, dtype=dtype)
+    x, r = torch.randn(3, 7, 48, dtype=dtype), torch.randn(3, 7, 48, dtype=dtype)  # rows for oneDNN
     tol = dict(atol=1e-5, rtol=1e-5) if dtype == torch.float32 else dict(atol=0.1, rtol=0.02)
     fused = packed.PackedWeight()
     with torch.no_grad():
@@ -505,24 +505,32 @@ def _half_kernel():
 
 @pytest.mark.parametrize("rows", [1, 2, 5, 7, 16])
 @pytest.mark.parametrize("n_out", [48, 64, 200])
-def test_half_kernel_equals_plain_product_on_fp16_weights(rows, n_out):
-    """fp32 weights that are fp16 numbers (as every Whisper checkpoint's are) go through _halfgemv: fp32
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_half_kernel_equals_plain_product_on_2_byte_weights(rows, n_out, dtype):
+    """fp32 weights that are fp16 numbers (as every Whisper checkpoint's are) go through kernels.gemv: fp32
     arithmetic over the weight read as fp16, equal to F.linear up to summation order; bias, residual add and
-    GELU as in the plain ops; any number of outputs (groups of 64 padded)."""
+    GELU as in the plain ops; any number of outputs (groups of 64 padded). bf16 weights are read as bf16
+    against fp32 rows: F.linear of the same weight in fp32, and an fp32 result."""
     packed = _half_kernel()
     torch.manual_seed(0)
-    lin = packed.Linear(96, n_out)
+    lin = packed.Linear(96, n_out).to(dtype)
+
+    def plain(x):  # the product in fp32 of the weight as stored
+        return F.linear(x, lin.weight.float(), lin.bias.float())
+
     with torch.no_grad():
-        lin.weight.copy_(lin.weight.half().float())
+        if dtype == torch.float32:
+            lin.weight.copy_(lin.weight.half().float())
         x, r = torch.randn(rows, 1, 96), torch.randn(rows, 1, n_out)
         tol = dict(atol=1e-5, rtol=1e-5)
-        torch.testing.assert_close(lin(x), F.linear(x, lin.weight, lin.bias), **tol)
+        torch.testing.assert_close(lin(x), plain(x), **tol)
         assert lin.packed.half is not None and lin.packed.tensor is None  # the kernel ran, not oneDNN
-        assert lin.packed.half.dtype == torch.float16 and lin.packed.half.shape == (-(-n_out // 64), 96, 64)
-        torch.testing.assert_close(lin(x, add=r), r + F.linear(x, lin.weight, lin.bias), **tol)
-        torch.testing.assert_close(lin(x, gelu=True), F.gelu(F.linear(x, lin.weight, lin.bias)), **tol)
+        stored = torch.float16 if dtype == torch.float32 else torch.bfloat16
+        assert lin.packed.half.dtype == stored and lin.packed.half.shape == (-(-n_out // 64), 96, 64)
+        torch.testing.assert_close(lin(x, add=r), r + plain(x), **tol)
+        torch.testing.assert_close(lin(x, gelu=True), F.gelu(plain(x)), **tol)
         lin.weight.mul_(-2)  # an in-place change: repacked (still fp16 numbers)
-        torch.testing.assert_close(lin(x), F.linear(x, lin.weight, lin.bias), **tol)
+        torch.testing.assert_close(lin(x), plain(x), **tol)
         # the result does not depend on the thread count: each output is summed by one thread in one order
         threads = torch.get_num_threads()
         try:
@@ -571,10 +579,10 @@ def test_kernels_refuse_bad_calls():
     _half_kernel()
     from kvwhisper.engine.kernels import _c
 
-    with pytest.raises(TypeError, match="9 arguments"):
+    with pytest.raises(TypeError, match="10 arguments"):
         _c.gemv(1, 2, 3)
     with pytest.raises(ValueError, match="null pointer or empty shape"):
-        _c.gemv(0, 0, 0, None, None, 1, 1, 1, 1)
+        _c.gemv(0, 0, 0, None, None, 1, 1, 1, 0, 1)
     with pytest.raises(TypeError, match="14 arguments"):
         _c.attend(1, 2)
     s3 = (1, 1, 1)

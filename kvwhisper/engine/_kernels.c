@@ -3,10 +3,11 @@
 A cached decode step multiplies a few rows (one per beam) by every weight of the decoder and attends them
 over every audio position: its time is the bytes it reads. Python side: kvwhisper/engine/kernels.py.
 
-gemv: y[m, n] = sum_k W[n, k] * x[m, k] + bias[n] + add[m, n], over fp16-stored weights in fp32 arithmetic.
+gemv: y[m, n] = sum_k W[n, k] * x[m, k] + bias[n] + add[m, n], over 2-byte weights in fp32 arithmetic.
    Whisper's checkpoints store their weights as fp16 numbers, so an fp32 model's weights are fp16 values held
    in 4 bytes. Here they are read as the 2-byte fp16 numbers they are and widened to fp32 in registers
-   (vcvtph2ps: exact), so the arithmetic is fp32's and the bytes read are halved. W is packed as
+   (vcvtph2ps: exact), so the arithmetic is fp32's and the bytes read are halved. A bf16 model's weights are
+   read as bf16 and widened the same way (a shift), against fp32 rows: only the weights are rounded. W is packed as
    (ceil(N / 64), K, 64) fp16: for each group of 64 outputs, their 64 weights of input k are contiguous, so a
    group is one sequential stream and its 64 sums stay in 4 registers per row.
 
@@ -38,9 +39,18 @@ depend on the thread count. No torch headers: the wrapper passes data pointers (
 #if HAVE_KERNEL
 #define KERNEL_TARGET __attribute__((target("avx512f,f16c,fma")))
 
+/* 16 stored weights widened to fp32 (exact either way): fp16 by vcvtph2ps, bf16 by a 16-bit shift */
+static inline __attribute__((always_inline)) KERNEL_TARGET __m512
+widen(const uint16_t *p, const int bf16)
+{
+    __m256i h = _mm256_loadu_si256((const __m256i *)p);
+    if (bf16) return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+    return _mm512_cvtph_ps(h);
+}
+
 static inline __attribute__((always_inline)) KERNEL_TARGET void
 groups(const uint16_t *wp, const float *x, float *y, const float *bias, const float *add, int N, int K,
-       int g0, int g1, const int rows)
+       int g0, int g1, const int rows, const int bf16)
 {
     for (int g = g0; g < g1; g++) {
         __m512 acc[MAX_ROWS][4];
@@ -51,10 +61,10 @@ groups(const uint16_t *wp, const float *x, float *y, const float *bias, const fl
             const uint16_t *wk = w + (size_t)k * GROUP;
             _mm_prefetch((const char *)(wk + 32 * GROUP), _MM_HINT_T0);
             _mm_prefetch((const char *)(wk + 32 * GROUP + 32), _MM_HINT_T0);
-            __m512 w0 = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(wk)));
-            __m512 w1 = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(wk + 16)));
-            __m512 w2 = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(wk + 32)));
-            __m512 w3 = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(wk + 48)));
+            __m512 w0 = widen(wk, bf16);
+            __m512 w1 = widen(wk + 16, bf16);
+            __m512 w2 = widen(wk + 32, bf16);
+            __m512 w3 = widen(wk + 48, bf16);
             for (int m = 0; m < rows; m++) {
                 __m512 xv = _mm512_set1_ps(x[(size_t)m * K + k]);
                 acc[m][0] = _mm512_fmadd_ps(w0, xv, acc[m][0]);
@@ -80,20 +90,25 @@ groups(const uint16_t *wp, const float *x, float *y, const float *bias, const fl
 /* rows m0..m0+rows of x against groups g0..g1 */
 static KERNEL_TARGET void
 pass(const uint16_t *wp, const float *x, float *y, const float *bias, const float *add, int N, int K, int g0,
-     int g1, int rows)
+     int g1, int rows, int bf16)
 {
+#define ROWS(r)                                                                                               \
+    if (bf16) groups(wp, x, y, bias, add, N, K, g0, g1, r, 1);                                              \
+    else groups(wp, x, y, bias, add, N, K, g0, g1, r, 0);                                                    \
+    break;
     switch (rows) {
-    case 1: groups(wp, x, y, bias, add, N, K, g0, g1, 1); break;
-    case 2: groups(wp, x, y, bias, add, N, K, g0, g1, 2); break;
-    case 3: groups(wp, x, y, bias, add, N, K, g0, g1, 3); break;
-    case 4: groups(wp, x, y, bias, add, N, K, g0, g1, 4); break;
-    default: groups(wp, x, y, bias, add, N, K, g0, g1, 5); break;
+    case 1: ROWS(1)
+    case 2: ROWS(2)
+    case 3: ROWS(3)
+    case 4: ROWS(4)
+    default: ROWS(5)
     }
+#undef ROWS
 }
 
 static void
 gemv(const uint16_t *wp, const float *x, float *y, const float *bias, const float *add, int M, int N, int K,
-     int threads)
+     int bf16, int threads)
 {
     int n_groups = (N + GROUP - 1) / GROUP;
     if (threads > n_groups) threads = n_groups;
@@ -111,7 +126,7 @@ gemv(const uint16_t *wp, const float *x, float *y, const float *bias, const floa
         for (int m = 0; m < M; m += MAX_ROWS) {
             int rows = M - m < MAX_ROWS ? M - m : MAX_ROWS;
             pass(wp, x + (size_t)m * K, y + (size_t)m * N, bias, add ? add + (size_t)m * N : NULL, N, K, g0, g1,
-                 rows);
+                 rows, bf16);
         }
     }
 }
@@ -242,18 +257,19 @@ as_pointer(PyObject *o)
     return o == Py_None ? NULL : PyLong_AsVoidPtr(o);
 }
 
-/* gemv(w, x, y, bias, add, M, N, K, threads): pointers as ints (bias/add: 0 or None for none) */
+/* gemv(w, x, y, bias, add, M, N, K, bf16, threads): pointers as ints (bias/add: 0 or None for none); W stored
+   as fp16 numbers, or as bf16 with bf16 true */
 static PyObject *
 py_gemv(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 9) {
-        PyErr_SetString(PyExc_TypeError, "gemv takes 9 arguments: w, x, y, bias, add, M, N, K, threads");
+    if (nargs != 10) {
+        PyErr_SetString(PyExc_TypeError, "gemv takes 10 arguments: w, x, y, bias, add, M, N, K, bf16, threads");
         return NULL;
     }
     void *p[5];
     for (int i = 0; i < 5; i++) p[i] = as_pointer(args[i]);
-    long d[4];
-    for (int i = 0; i < 4; i++) d[i] = PyLong_AsLong(args[5 + i]);
+    long d[5];
+    for (int i = 0; i < 5; i++) d[i] = PyLong_AsLong(args[5 + i]);
     if (PyErr_Occurred()) return NULL;
     if (!p[0] || !p[1] || !p[2] || d[0] < 1 || d[1] < 1 || d[2] < 1) {
         PyErr_SetString(PyExc_ValueError, "gemv: null pointer or empty shape");
@@ -265,7 +281,7 @@ py_gemv(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     }
 #if HAVE_KERNEL
     Py_BEGIN_ALLOW_THREADS
-    gemv(p[0], p[1], p[2], p[3], p[4], (int)d[0], (int)d[1], (int)d[2], (int)d[3]);
+    gemv(p[0], p[1], p[2], p[3], p[4], (int)d[0], (int)d[1], (int)d[2], d[3] != 0, (int)d[4]);
     Py_END_ALLOW_THREADS
 #endif
     Py_RETURN_NONE;
@@ -324,7 +340,7 @@ py_attend(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 static PyMethodDef methods[] = {
     {"supported", py_supported, METH_NOARGS, "Whether this CPU runs the kernel (AVX-512 with F16C and FMA)."},
     {"gemv", (PyCFunction)(void (*)(void))py_gemv, METH_FASTCALL,
-     "gemv(w, x, y, bias, add, M, N, K, threads): y = x @ W.T + bias + add over fp16-packed W (pointers)."},
+     "gemv(w, x, y, bias, add, M, N, K, bf16, threads): y = x @ W.T + bias + add, W packed fp16 or bf16."},
     {"attend", (PyCFunction)(void (*)(void))py_attend, METH_FASTCALL,
      "attend(q, k, v, o, N, H, R, S, D, q_strides, k_strides, v_strides, o_strides, threads): softmax attention."},
     {NULL, NULL, 0, NULL},

@@ -5,7 +5,8 @@ every layer's cross-attention K/V over 1,500 audio positions. Two kernels read t
 operations do on this CPU, in fp32 arithmetic (benchmarks/RESULTS.md):
 
 - `gemv`: a product over an fp32 weight that fp16 holds exactly (Whisper's checkpoints are fp16 numbers),
-  read as fp16 and widened in registers: half the bytes. Used by packed.py (`HALF`) for up to
+  read as fp16 and widened in registers: half the bytes. A bf16 weight is read as bf16 against fp32 rows (only
+  the weight is rounded; oneDNN's bf16 product rounds the rows too). Used by packed.py (`HALF`) for up to
   `packed.HALF_MAX_ROWS` rows.
 - `attend`: softmax attention of up to 8 query rows per (batch, head), reading K and V once in place. Used by
   model.attend for decode steps (one new token over the self-attention cache, a window's beams over its
@@ -50,8 +51,8 @@ def _inference(*tensors: Tensor) -> bool:
 def gemv(
     x: Tensor, packed_weight: Tensor, bias: Tensor | None, n_out: int, add: Tensor | None = None
 ) -> Tensor:
-    """x (..., K) fp32 times a weight of `n_out` outputs packed by `packed.pack_half`, plus `bias` (fp32),
-    plus `add` (fp32, shaped like the result) when given."""
+    """x (..., K) fp32 times a weight of `n_out` outputs packed by `packed.pack_half` (fp16 numbers of an fp32
+    weight, or bf16), plus `bias` (fp32), plus `add` (fp32, shaped like the result) when given: fp32 result."""
     K = x.shape[-1]
     x2 = x.reshape(-1, K).contiguous()
     y = torch.empty(*x.shape[:-1], n_out, dtype=torch.float32)
@@ -66,6 +67,7 @@ def gemv(
         x2.shape[0],
         n_out,
         K,
+        packed_weight.dtype == torch.bfloat16,
         torch.get_num_threads(),
     )
     return y

@@ -81,25 +81,18 @@ def sinusoids(length: int, channels: int, max_timescale: float = 10000) -> Tenso
 
 
 def attend(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
-    """Unmasked attention, (N, H, Tq, D) over (N, H, S, D).
+    """Unmasked attention, (N, H, Tq, D) over (N, H, S, D), in q's dtype.
 
-    On CPU with bf16/fp16 activations, a decode step (few queries) and anything over fp32 cross-attention K/V
-    (see `cross_kv`) attends in fp32: the CPU flash-attention kernel is 2-3x slower in bf16 than in fp32 for
-    one query over 1500 audio positions (benchmarks/RESULTS.md), and fp32 is the more exact of the two.
-    fp32 attention of few queries (a decode step) runs through the C kernel of kernels.py where it is built.
+    On CPU a decode step (few queries) and anything over fp32 cross-attention K/V (see `cross_kv`) attends in
+    fp32: for bf16 models the CPU flash-attention kernel is 2-3x slower in bf16 than in fp32 for one query over
+    1500 audio positions (benchmarks/RESULTS.md), and fp32 is the more exact of the two. fp32 attention of a
+    few queries (a decode step) runs through the C kernel of kernels.py where it is built.
     """
-    if (
-        q.device.type == "cpu"
-        and q.dtype != torch.float32
-        and (k.dtype == torch.float32 or q.shape[-2] <= 16)
-    ):
-        return _attend_fp32(q.float(), k.float(), v.float()).to(q.dtype)
-    return _attend_fp32(q, k, v) if q.dtype == torch.float32 else F.scaled_dot_product_attention(q, k, v)
-
-
-def _attend_fp32(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
-    if kernels.attend_applies(q, k, v):
-        return kernels.attend(q, k, v)
+    if q.device.type == "cpu" and (k.dtype == torch.float32 or q.shape[-2] <= 16):
+        q32, k32, v32 = q.float(), k.float(), v.float()  # no copies for fp32 tensors
+        if kernels.attend_applies(q32, k32, v32):
+            return kernels.attend(q32, k32, v32).to(q.dtype)
+        return F.scaled_dot_product_attention(q32, k32, v32).to(q.dtype)
     return F.scaled_dot_product_attention(q, k, v)
 
 
@@ -179,7 +172,9 @@ class MultiHeadAttention(nn.Module):
         k_all, v_all = k_buf[:, :, :end], v_buf[:, :, :end]  # (B, H, end, D)
         if T == 1:  # one new token attends to everything before it: no mask needed
             o = attend(q, k_all, v_all)
-        elif position == 0:
+            return self.out(self.merge(o), add=residual)
+        q = q.to(k_buf.dtype)  # (a bf16 model's few-row products through kernels.py come out in fp32)
+        if position == 0:
             o = F.scaled_dot_product_attention(q, k_all, v_all, is_causal=True)
         else:  # several new tokens after a filled prefix: query i sees keys 0..position+i
             allowed = torch.ones(T, end, dtype=torch.bool, device=x.device).tril(diagonal=position)
@@ -367,7 +362,7 @@ class TextDecoder(nn.Module):
     def project(self, x: Tensor) -> Tensor:
         """Logits in fp32: x (..., n_state) times the token embedding transposed (packed on CPU, see packed.py)."""
         w = self.token_embedding.weight
-        return packed_linear(x.to(w.dtype), w, None, self._output_packed).float()
+        return packed_linear(x, w, None, self._output_packed).float()
 
 
 class Whisper(nn.Module):

@@ -45,6 +45,10 @@ PACK_BATCH = 64
 HALF = True  # set False to measure or debug without the fp16-weight kernel (kernels.gemv)
 HALF_MAX_ROWS = 16  # products of more rows than this (prompts, the encoder) are matrix products: oneDNN's
 
+_KERNEL_DTYPES = (
+    torch.float32,
+    torch.bfloat16,
+)  # weights kernels.gemv reads as 2 bytes (fp16 numbers / bf16)
 _support: dict[torch.dtype, bool] = {}
 
 
@@ -141,7 +145,7 @@ class PackedWeight:
         stacked fp32 bias (zeros where a layer has none), or None where the kernel does not apply: not fp32
         on CPU, a weight fp16 does not hold exactly, no kernel here, under autograd or torch.compile."""
         w0 = weights[0]
-        if not (HALF and w0.dtype == torch.float32 and w0.device.type == "cpu" and kernels.available()):
+        if not (HALF and w0.dtype in _KERNEL_DTYPES and w0.device.type == "cpu" and kernels.available()):
             return None
         if not kernels._inference(*weights):
             return None
@@ -175,15 +179,21 @@ class PackedWeight:
 def pack_half(
     weight: Tensor, biases: list[Tensor | None], sizes: list[int]
 ) -> tuple[Tensor | None, Tensor | None]:
-    """`weight` (N, K) fp32 as kernels.gemv's layout, (ceil(N / 64), K, 64) fp16 zero-padded, and the biases of its
-    parts (`sizes` rows each) as one fp32 vector (None if all are None); (None, None) if fp16 does not hold it."""
-    half = weight.to(torch.float16)
-    if not torch.equal(half.float(), weight):  # not fp16 numbers (or out of fp16's range): oneDNN's product
-        return None, None
+    """`weight` (N, K) as kernels.gemv's layout, (ceil(N / 64), K, 64) 2-byte numbers zero-padded: an fp32
+    weight as fp16 (None if fp16 does not hold it exactly), a bf16 weight as itself; and the biases of its parts
+    (`sizes` rows each) as one fp32 vector (None if all are None). Returns (None, None) where it does not apply."""
+    if weight.dtype == torch.bfloat16:
+        narrow = weight
+    else:
+        narrow = weight.to(torch.float16)
+        if not torch.equal(
+            narrow.float(), weight
+        ):  # not fp16 numbers (or out of fp16's range): oneDNN's product
+            return None, None
     N, K = weight.shape
     groups = -(-N // 64)
-    padded = torch.zeros(groups * 64, K, dtype=torch.float16)
-    padded[:N] = half
+    padded = torch.zeros(groups * 64, K, dtype=narrow.dtype)
+    padded[:N] = narrow
     bias = None
     if any(b is not None for b in biases):
         bias = torch.cat([torch.zeros(n) if b is None else b.float() for n, b in zip(sizes, biases)])
@@ -205,11 +215,12 @@ def linear(
 ) -> Tensor:
     """`F.linear(x, weight, bias)`, then GELU (exact, erf) with `gelu`, or `add + that` with `add`.
 
-    `x` is cast to the weight's dtype first; `add` may be in another dtype (the result is then in the wider one).
+    Through kernels.gemv for a few rows where it applies (`HALF`): x in fp32 and an fp32 result, whatever the
+    weight's dtype. Otherwise `x` is cast to the weight's dtype first; `add` may be in another dtype (the result is then in the wider one).
     Through the packed weight where it applies, the GELU or the add fused into the same oneDNN call.
     """
-    x = x.to(weight.dtype)
     if 0 < _rows(x) <= HALF_MAX_ROWS and (h := packed.get_half([weight], [bias])) is not None:
+        x = x.float()  # fp32 rows, also for a bf16 weight: only the weight is rounded
         fused_add = (
             add is not None
             and not gelu
@@ -220,6 +231,7 @@ def linear(
         if gelu:
             y = F.gelu(y)
         return y if add is None or fused_add else add + y
+    x = x.to(weight.dtype)
     w = packed.get(weight)
     fused_gelu = w is not None and FUSE and gelu
     if w is None:
@@ -239,10 +251,10 @@ def fused_linear(
 ) -> list[Tensor]:
     """`[F.linear(x, w, b) for w, b in zip(weights, biases)]` as one product where the packed path applies
     (the results are then views of one output)."""
-    x = x.to(weights[0].dtype)
     if 0 < _rows(x) <= HALF_MAX_ROWS and (h := packed.get_half(weights, biases)) is not None:
-        y = kernels.gemv(x, h[0], h[1], sum(w.shape[0] for w in weights))
+        y = kernels.gemv(x.float(), h[0], h[1], sum(w.shape[0] for w in weights))
         return list(y.split([w.shape[0] for w in weights], dim=-1))
+    x = x.to(weights[0].dtype)
     if not PackedWeight.applies(weights[0]):
         return [F.linear(x, w, b) for w, b in zip(weights, biases)]
     if not FUSE:  # each product through its own packed weight
