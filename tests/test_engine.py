@@ -492,13 +492,13 @@ def test_fused_products_equal_the_plain_ops(dtype):
                 packed.ENABLED, packed.FUSE = True, True
 
 
-def _half_kernel():
+def _kernels_or_skip():
     from kvwhisper.engine import kernels, packed
 
     if not kernels.available():
         why = "the C kernels (kvwhisper.engine._kernels) are not built or this CPU has no AVX-512"
-        if os.environ.get("KVWHISPER_EXPECT_HALFGEMV"):  # set by .ci/run: there it must run, not skip
-            pytest.fail(f"{why} (KVWHISPER_EXPECT_HALFGEMV is set)")
+        if os.environ.get("KVWHISPER_EXPECT_KERNELS"):  # set by .ci/run: there it must run, not skip
+            pytest.fail(f"{why} (KVWHISPER_EXPECT_KERNELS is set)")
         pytest.skip(why)
     return packed
 
@@ -511,7 +511,7 @@ def test_half_kernel_equals_plain_product_on_2_byte_weights(rows, n_out, dtype):
     arithmetic over the weight read as fp16, equal to F.linear up to summation order; bias, residual add and
     GELU as in the plain ops; any number of outputs (groups of 64 padded). bf16 weights are read as bf16
     against fp32 rows: F.linear of the same weight in fp32, and an fp32 result."""
-    packed = _half_kernel()
+    packed = _kernels_or_skip()
     torch.manual_seed(0)
     lin = packed.Linear(96, n_out).to(dtype)
 
@@ -543,7 +543,7 @@ def test_half_kernel_equals_plain_product_on_2_byte_weights(rows, n_out, dtype):
 
 
 def test_half_kernel_applies_only_where_fp16_holds_the_weight_and_rows_are_few():
-    packed = _half_kernel()
+    packed = _kernels_or_skip()
     torch.manual_seed(0)
     lin = packed.Linear(32, 40)
     x = torch.randn(3, 32)
@@ -576,7 +576,7 @@ def test_half_kernel_applies_only_where_fp16_holds_the_weight_and_rows_are_few()
 
 
 def test_kernels_refuse_bad_calls():
-    _half_kernel()
+    _kernels_or_skip()
     from kvwhisper.engine.kernels import _c
 
     with pytest.raises(TypeError, match="10 arguments"):
@@ -598,7 +598,7 @@ def test_kernels_refuse_bad_calls():
 def test_attention_kernel_equals_sdpa(rows, keys, head):
     """Few-query attention (a decode step) through the C kernel: SDPA's result to fp32 rounding, for any
     number of keys (tails of 16 included), head sizes 32 and 64, and thread counts 1 and 2 alike."""
-    _half_kernel()
+    _kernels_or_skip()
     from kvwhisper.engine import kernels
 
     torch.manual_seed(keys + rows)
@@ -619,7 +619,7 @@ def test_attention_kernel_reads_views_where_they_lie():
     """The decode step's operands are views: q from the fused q/k/v product (rows of 3C), K/V the filled
     part of a static cache buffer (head stride = capacity * D). The kernel reads them in place; the output
     merges back to (B, T, C) as a view."""
-    _half_kernel()
+    _kernels_or_skip()
     from kvwhisper.engine import kernels
 
     torch.manual_seed(0)
@@ -648,7 +648,7 @@ def test_real_decoder_weights_are_fp16_numbers_and_the_kernel_keeps_greedy_token
     kernel; the greedy tokens are those of the oneDNN products and SDPA."""
     import kvwhisper
 
-    packed = _half_kernel()
+    packed = _kernels_or_skip()
     model = kvwhisper.load_model("tiny.en", device="cpu")
     mel = kvwhisper.log_mel_spectrogram(kvwhisper.pad_or_trim(kvwhisper.load_audio(jfk_path)))
     from kvwhisper.engine import kernels

@@ -24,7 +24,6 @@ depend on the thread count. No torch headers: the wrapper passes data pointers (
 #include <stddef.h>
 #include <math.h>
 #include <stdint.h>
-#include <stdlib.h>
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #define HAVE_KERNEL 1
@@ -210,25 +209,26 @@ attend_head(const float *q, long q_r, const float *k, long k_s, const float *v, 
     }
 }
 
-/* every (n, h): q (n*q_n + h*q_h + r*q_r), k/v (n*k_n + h*k_h + s*D), o (n*o_n + h*o_h + r*o_r) */
+/* every (n, h): q (n*q_n + h*q_h + r*q_r), k/v (n*k_n + h*k_h + s*D), o (n*o_n + h*o_h + r*o_r); `scratch`
+   holds R * S floats of scores for each of the `threads` threads */
 static void
 attend(const float *q, const long *qs, const float *k, const long *ks, const float *v, const long *vs, float *o,
-       const long *os, int N, int H, int R, int S, int D, int threads)
+       const long *os, int N, int H, int R, int S, int D, float *scratch, int threads)
 {
     int pairs = N * H;
-    if (threads > pairs) threads = pairs;
-    if (threads < 1) threads = 1;
 #pragma omp parallel num_threads(threads) if (threads > 1)
     {
-        float *scores = malloc(sizeof(float) * (size_t)R * S);
-        if (scores) {
+        int t = 0;
+#ifdef _OPENMP
+        extern int omp_get_thread_num(void);
+        t = omp_get_thread_num();
+#endif
+        float *scores = scratch + (size_t)t * R * S;
 #pragma omp for schedule(static)
-            for (int i = 0; i < pairs; i++) {
-                int n = i / H, h = i % H;
-                attend_head(q + n * qs[0] + h * qs[1], qs[2], k + n * ks[0] + h * ks[1], ks[2],
-                            v + n * vs[0] + h * vs[1], vs[2], o + n * os[0] + h * os[1], os[2], R, S, D, scores);
-            }
-            free(scores);
+        for (int i = 0; i < pairs; i++) {
+            int n = i / H, h = i % H;
+            attend_head(q + n * qs[0] + h * qs[1], qs[2], k + n * ks[0] + h * ks[1], ks[2], v + n * vs[0] + h * vs[1],
+                        vs[2], o + n * os[0] + h * os[1], os[2], R, S, D, scores);
         }
     }
 }
@@ -329,10 +329,16 @@ py_attend(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     }
 #if HAVE_KERNEL
+    long pairs = d[0] * d[1];
+    if (threads > pairs) threads = pairs;
+    if (threads < 1) threads = 1;
+    float *scratch = PyMem_RawMalloc(sizeof(float) * (size_t)threads * d[2] * d[3]);
+    if (!scratch) return PyErr_NoMemory();
     Py_BEGIN_ALLOW_THREADS
     attend(p[0], st[0], p[1], st[1], p[2], st[2], p[3], st[3], (int)d[0], (int)d[1], (int)d[2], (int)d[3],
-           (int)d[4], (int)threads);
+           (int)d[4], scratch, (int)threads);
     Py_END_ALLOW_THREADS
+    PyMem_RawFree(scratch);
 #endif
     Py_RETURN_NONE;
 }

@@ -1,4 +1,4 @@
-"""The decode step's C kernels (_kernels.c) from Python: fp16-stored weight products and few-query attention.
+"""The decode step's C kernels (_kernels.c) from Python: 2-byte-weight products and few-query attention.
 
 A cached decode step is bound by the bytes it reads: every decoder weight (for a few rows, one per beam) and
 every layer's cross-attention K/V over 1,500 audio positions. Two kernels read them faster than torch's general

@@ -13,13 +13,14 @@ torch.compile; everywhere else, and when `ENABLED` is False, the plain `F.linear
 `F.linear` to fp32 rounding (oneDNN sums in another order), not bit for bit.
 Costs: one extra copy of the linear weights in memory (tiny.en: ~130 MB fp32).
 
-fp16-stored weights (`HALF`): Whisper's checkpoints hold fp16 numbers, so an fp32 model's weights are fp16
+2-byte weights (`HALF`): Whisper's checkpoints hold fp16 numbers, so an fp32 model's weights are fp16
 values in 4 bytes each. A product of a few rows (a decode step: one row per beam, at most `HALF_MAX_ROWS`)
 over an fp32 weight that fp16 holds exactly runs through the C kernel of kernels.py instead: the weight
 packed once as fp16 and widened to fp32 in registers, the arithmetic fp32's, half the bytes read. The tied
-output projection of tiny.en: ~0.65 instead of ~1.6-2.3 ms a step (benchmarks/RESULTS.md). It needs the
-compiled extension (built at install where a C compiler is, optional) and an x86-64 CPU with AVX-512;
-elsewhere, for weights fp16 does not hold, and for more rows (prompts, the encoder), oneDNN as above.
+output projection of tiny.en: ~0.45-0.65 instead of ~1.6-2.3 ms a step (benchmarks/RESULTS.md). A bf16
+weight goes through the same kernel as bf16, against fp32 rows. It needs the compiled extension (built at
+install where a C compiler is, optional) and an x86-64 CPU with AVX-512; elsewhere, for fp32 weights fp16
+does not hold, and for more rows (prompts, the encoder), oneDNN as above.
 
 Fusion (`FUSE`): `fused_linear` packs several weights stacked (the q/k/v projections: one product instead of
 three), and `linear(..., gelu=True)` / `linear(..., add=r)` fuse the MLP's GELU and the residual adds into the
@@ -42,13 +43,11 @@ FUSE = True  # set False to measure the packed path without fused q/k/v, GELU an
 # 2.3 instead of 3.4 ms for five (beam search), a 1536x384 weight 0.033 instead of 0.064 ms for five rows, and
 # the encoder's products (1500 rows) gain ~5%. bf16 is the same either way. (benchmarks/RESULTS.md)
 PACK_BATCH = 64
-HALF = True  # set False to measure or debug without the fp16-weight kernel (kernels.gemv)
+HALF = True  # set False to measure or debug without the 2-byte-weight kernel (kernels.gemv)
 HALF_MAX_ROWS = 16  # products of more rows than this (prompts, the encoder) are matrix products: oneDNN's
 
-_KERNEL_DTYPES = (
-    torch.float32,
-    torch.bfloat16,
-)  # weights kernels.gemv reads as 2 bytes (fp16 numbers / bf16)
+# weight dtypes kernels.gemv reads as 2 bytes: fp32 weights that are fp16 numbers, and bf16 weights
+_KERNEL_DTYPES = (torch.float32, torch.bfloat16)
 _support: dict[torch.dtype, bool] = {}
 
 
@@ -96,9 +95,8 @@ class PackedWeight:
         self.bias: Tensor | None = None
         self._parts: list[PackedWeight] = []  # with FUSE off: a packed weight per part of a fused product
         self.half_key: tuple | None = None
-        self.half: Tensor | None = (
-            None  # the fp16 pack for kernels.gemv (None: fp16 does not hold the weight)
-        )
+        # the 2-byte pack for kernels.gemv (None: not packed, or fp16 does not hold the fp32 weight)
+        self.half: Tensor | None = None
         self.half_bias: Tensor | None = None
 
     @staticmethod
@@ -141,9 +139,10 @@ class PackedWeight:
         return self.tensor, self.bias
 
     def get_half(self, weights: list[Tensor], biases: list[Tensor | None]) -> tuple[Tensor, Tensor] | None:
-        """The fp16 pack of the weights stacked along the output axis (one weight: a list of one) and their
-        stacked fp32 bias (zeros where a layer has none), or None where the kernel does not apply: not fp32
-        on CPU, a weight fp16 does not hold exactly, no kernel here, under autograd or torch.compile."""
+        """The 2-byte pack (`pack_half`) of the weights stacked along the output axis (one weight: a list of
+        one) and their stacked fp32 bias (zeros where a layer has none), or None where the kernel does not
+        apply: not fp32 or bf16 on CPU, an fp32 weight fp16 does not hold exactly, no kernel here, under
+        autograd or torch.compile."""
         w0 = weights[0]
         if not (HALF and w0.dtype in _KERNEL_DTYPES and w0.device.type == "cpu" and kernels.available()):
             return None
@@ -186,9 +185,8 @@ def pack_half(
         narrow = weight
     else:
         narrow = weight.to(torch.float16)
-        if not torch.equal(
-            narrow.float(), weight
-        ):  # not fp16 numbers (or out of fp16's range): oneDNN's product
+        # not fp16 numbers (or out of fp16's range): oneDNN's product
+        if not torch.equal(narrow.float(), weight):
             return None, None
     N, K = weight.shape
     groups = -(-N // 64)
@@ -216,8 +214,9 @@ def linear(
     """`F.linear(x, weight, bias)`, then GELU (exact, erf) with `gelu`, or `add + that` with `add`.
 
     Through kernels.gemv for a few rows where it applies (`HALF`): x in fp32 and an fp32 result, whatever the
-    weight's dtype. Otherwise `x` is cast to the weight's dtype first; `add` may be in another dtype (the result is then in the wider one).
-    Through the packed weight where it applies, the GELU or the add fused into the same oneDNN call.
+    weight's dtype (a bf16 weight's rows are not rounded), the add fused into the kernel. Otherwise `x` is cast
+    to the weight's dtype first; `add` may be in another dtype (the result is then in the wider one); through
+    the packed weight where it applies, the GELU or the add fused into the same oneDNN call.
     """
     if 0 < _rows(x) <= HALF_MAX_ROWS and (h := packed.get_half([weight], [bias])) is not None:
         x = x.float()  # fp32 rows, also for a bf16 weight: only the weight is rounded
