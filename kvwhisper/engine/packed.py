@@ -17,7 +17,7 @@ Costs: one extra copy of the linear weights in memory (tiny.en: ~130 MB fp32).
 values in 4 bytes each. A product of a few rows (a decode step: one row per beam, at most `HALF_MAX_ROWS`)
 over an fp32 weight that fp16 holds exactly runs through the C kernel of kernels.py instead: the weight
 packed once as fp16 and widened to fp32 in registers, the arithmetic fp32's, half the bytes read. The tied
-output projection of tiny.en: ~0.45-0.65 instead of ~1.6-2.3 ms a step (benchmarks/RESULTS.md). A bf16
+output projection of tiny.en: ~0.6-0.9 instead of ~1.6-2.3 ms a step (benchmarks/RESULTS.md). A bf16
 weight goes through the same kernel as bf16, against fp32 rows. It needs the compiled extension (built at
 install where a C compiler is, optional) and an x86-64 CPU with AVX-512; elsewhere, for fp32 weights fp16
 does not hold, and for more rows (prompts, the encoder), oneDNN as above.
