@@ -25,6 +25,10 @@ depend on the thread count. No torch headers: the wrapper passes data pointers (
 #include <math.h>
 #include <stdint.h>
 
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #define HAVE_KERNEL 1
 #include <immintrin.h>
@@ -116,8 +120,6 @@ gemv(const uint16_t *wp, const float *x, float *y, const float *bias, const floa
     {
         int t = 0, T = 1;
 #ifdef _OPENMP
-        extern int omp_get_thread_num(void);
-        extern int omp_get_num_threads(void);
         t = omp_get_thread_num();
         T = omp_get_num_threads();
 #endif
@@ -220,7 +222,6 @@ attend(const float *q, const long *qs, const float *k, const long *ks, const flo
     {
         int t = 0;
 #ifdef _OPENMP
-        extern int omp_get_thread_num(void);
         t = omp_get_thread_num();
 #endif
         float *scores = scratch + (size_t)t * R * S;
@@ -251,10 +252,18 @@ py_supported(PyObject *self, PyObject *unused)
     return PyBool_FromLong(supported());
 }
 
-static void *
-as_pointer(PyObject *o)
+/* args[0:n_ptr] as pointers (None: NULL), the next n_long as longs; -1 with the error set (a TypeError naming
+   `usage` if nargs is not n_ptr + n_long) */
+static int
+parse_args(PyObject *const *args, Py_ssize_t nargs, int n_ptr, void **p, int n_long, long *d, const char *usage)
 {
-    return o == Py_None ? NULL : PyLong_AsVoidPtr(o);
+    if (nargs != n_ptr + n_long) {
+        PyErr_SetString(PyExc_TypeError, usage);
+        return -1;
+    }
+    for (int i = 0; i < n_ptr; i++) p[i] = args[i] == Py_None ? NULL : PyLong_AsVoidPtr(args[i]);
+    for (int i = 0; i < n_long; i++) d[i] = PyLong_AsLong(args[n_ptr + i]);
+    return PyErr_Occurred() ? -1 : 0;
 }
 
 /* gemv(w, x, y, bias, add, M, N, K, bf16, threads): pointers as ints (bias/add: 0 or None for none); W stored
@@ -262,15 +271,10 @@ as_pointer(PyObject *o)
 static PyObject *
 py_gemv(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 10) {
-        PyErr_SetString(PyExc_TypeError, "gemv takes 10 arguments: w, x, y, bias, add, M, N, K, bf16, threads");
-        return NULL;
-    }
     void *p[5];
-    for (int i = 0; i < 5; i++) p[i] = as_pointer(args[i]);
     long d[5];
-    for (int i = 0; i < 5; i++) d[i] = PyLong_AsLong(args[5 + i]);
-    if (PyErr_Occurred()) return NULL;
+    if (parse_args(args, nargs, 5, p, 5, d, "gemv takes 10 arguments: w, x, y, bias, add, M, N, K, bf16, threads"))
+        return NULL;
     if (!p[0] || !p[1] || !p[2] || d[0] < 1 || d[1] < 1 || d[2] < 1) {
         PyErr_SetString(PyExc_ValueError, "gemv: null pointer or empty shape");
         return NULL;
@@ -303,15 +307,14 @@ strides3(PyObject *t, long *out)
 static PyObject *
 py_attend(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
+    static const char usage[] = "attend takes 14 arguments: q, k, v, o, N, H, R, S, D, q/k/v/o strides, threads";
+    void *p[4];
+    long d[5], st[4][3], threads;
     if (nargs != 14) {
-        PyErr_SetString(PyExc_TypeError,
-                        "attend takes 14 arguments: q, k, v, o, N, H, R, S, D, q/k/v/o strides, threads");
+        PyErr_SetString(PyExc_TypeError, usage);
         return NULL;
     }
-    void *p[4];
-    for (int i = 0; i < 4; i++) p[i] = as_pointer(args[i]);
-    long d[5], st[4][3], threads;
-    for (int i = 0; i < 5; i++) d[i] = PyLong_AsLong(args[4 + i]);
+    if (parse_args(args, 9, 4, p, 5, d, usage)) return NULL;
     threads = PyLong_AsLong(args[13]);
     if (PyErr_Occurred()) return NULL;
     for (int i = 0; i < 4; i++)

@@ -41,8 +41,9 @@ def available() -> bool:
     return ENABLED and _ok
 
 
-def _inference(*tensors: Tensor) -> bool:
-    """Not where autograd would record, not under torch.compile: the kernels are opaque to both."""
+def eager_inference(*tensors: Tensor) -> bool:
+    """Not where autograd would record these tensors, not under torch.compile: both are blind to the kernels
+    (and to oneDNN's packed products, packed.py, which share this rule)."""
     if torch.compiler.is_compiling():
         return False
     return not (torch.is_grad_enabled() and any(t.requires_grad for t in tensors))
@@ -93,7 +94,7 @@ def attend_applies(q: Tensor, k: Tensor, v: Tensor) -> bool:
         and q.stride(-1) == 1
         and k.stride(-1) == 1
         and v.stride(-1) == 1
-        and _inference(q, k, v)
+        and eager_inference(q, k, v)
     )
 
 

@@ -74,11 +74,13 @@ def _supported(dtype: torch.dtype) -> bool:
 def enabled(dtype: torch.dtype, *tensors: Tensor) -> bool:
     """Whether oneDNN products are used here in `dtype` on these CPU tensors: not under torch.compile, not
     where autograd would record them (the same rule as the packed weights)."""
-    return (
-        ENABLED
-        and not (torch.is_grad_enabled() and any(t.requires_grad for t in tensors))
-        and not torch.compiler.is_compiling()
-        and _supported(dtype)
+    return ENABLED and kernels.eager_inference(*tensors) and _supported(dtype)
+
+
+def _key(tensors: list[Tensor | None]) -> tuple:
+    """What a packed copy was made from: each tensor's storage, version (in-place changes), dtype and shape."""
+    return tuple(
+        (t.data_ptr(), t._version, t.dtype, tuple(t.shape)) if t is not None else None for t in tensors
     )
 
 
@@ -111,7 +113,7 @@ class PackedWeight:
         """The packed copy of `weight` (out_features, in_features), or None where the plain path must run."""
         if not self.applies(weight):
             return None
-        key = (weight.data_ptr(), weight._version, weight.dtype, tuple(weight.shape))
+        key = _key([weight])
         if key != self.key:
             with torch.inference_mode(False), torch.no_grad():
                 self.tensor = torch.ops.mkldnn._reorder_linear_weight(weight.detach(), PACK_BATCH)
@@ -121,10 +123,7 @@ class PackedWeight:
     def get_fused(self, weights: list[Tensor], biases: list[Tensor | None]) -> tuple[Tensor, Tensor]:
         """The packed copy of the weights stacked (sum of out_features, in_features) and their stacked bias
         (call where `applies(weights[0])`)."""
-        key = tuple(
-            (t.data_ptr(), t._version, t.dtype, tuple(t.shape)) if t is not None else None
-            for t in (*weights, *biases)
-        )
+        key = _key([*weights, *biases])
         if key != self.key:
             with torch.inference_mode(False), torch.no_grad():
                 w = torch.cat([t.detach() for t in weights])
@@ -146,12 +145,9 @@ class PackedWeight:
         w0 = weights[0]
         if not (HALF and w0.dtype in _KERNEL_DTYPES and w0.device.type == "cpu" and kernels.available()):
             return None
-        if not kernels._inference(*weights):
+        if not kernels.eager_inference(*weights):
             return None
-        key = tuple(
-            (t.data_ptr(), t._version, t.dtype, tuple(t.shape)) if t is not None else None
-            for t in (*weights, *biases)
-        )
+        key = _key([*weights, *biases])
         if key != self.half_key:
             with torch.inference_mode(False), torch.no_grad():
                 self.half, self.half_bias = pack_half(
