@@ -1,7 +1,7 @@
-"""The one compiled part: kvwhisper/engine/_kernels.c, optional (everything else is in pyproject.toml).
+"""The one compiled part: kvwhisper/cpu/_kernels.c, optional (everything else is in pyproject.toml).
 
 Where it cannot be built (no C compiler, not x86-64), the install goes on without it and the decode step
-runs on torch's own operations (oneDNN products, scaled_dot_product_attention): see kvwhisper/engine/kernels.py.
+runs on torch's own operations (oneDNN products, scaled_dot_product_attention): see kvwhisper/cpu/kernels.py.
 """
 
 from setuptools import Extension, setup
@@ -9,8 +9,8 @@ from setuptools import Extension, setup
 setup(
     ext_modules=[
         Extension(
-            "kvwhisper.engine._kernels",
-            sources=["kvwhisper/engine/_kernels.c"],
+            "kvwhisper.cpu._kernels",
+            sources=["kvwhisper/cpu/_kernels.c"],
             extra_compile_args=["-O3", "-fopenmp"],
             extra_link_args=["-fopenmp"],
             optional=True,

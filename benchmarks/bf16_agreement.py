@@ -25,8 +25,9 @@ import torch.nn.functional as F
 
 import kvwhisper
 from kvwhisper.audio import load_audio, log_mel_spectrogram, pad_or_trim
-from kvwhisper.engine import model as model_mod
-from kvwhisper.engine.decoding import decode
+from kvwhisper.cpu.ops import CPUOps
+from kvwhisper.decoding import decode
+from kvwhisper.model import network as model_mod
 
 SUFFIXES = {".wav", ".flac", ".mp3", ".ogg"}
 
@@ -48,7 +49,10 @@ def main(argv: list[str] | None = None) -> int:
     mels = [log_mel_spectrogram(pad_or_trim(load_audio(f))) for f in files]
     fp32 = kvwhisper.load_model(args.model, dtype="fp32")
     bf16 = kvwhisper.load_model(args.model, dtype="bf16")
-    embed, self_attend = model_mod.TextDecoder.embed, model_mod.self_attend
+    embed, self_attend = model_mod.TextDecoder.embed, CPUOps.self_attend
+
+    def sdpa(self, q, k, v):
+        return F.scaled_dot_product_attention(q, k, v)
 
     def bf16_stream(self, tokens, position):
         return embed(self, tokens, position).to(torch.bfloat16)
@@ -69,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
                 ref = decode(fp32, f32)[0].tokens
                 for v in variants:
                     model_mod.TextDecoder.embed = bf16_stream if v == "bf16, bf16 stream" else embed
-                    model_mod.self_attend = F.scaled_dot_product_attention if "SDPA" in v else self_attend
+                    CPUOps.self_attend = sdpa if "SDPA" in v else self_attend
                     f16 = bf16.embed_audio(mel[None])
                     if v == "bf16 encoder + fp32 decoder":
                         tokens = decode(fp32, f16.float())[0].tokens
@@ -80,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
                     same[v] += tokens == ref
                     enc_diff[v] += (f16.float() - f32).abs().mean().item() / len(mels)
     finally:
-        model_mod.TextDecoder.embed, model_mod.self_attend = embed, self_attend
+        model_mod.TextDecoder.embed, CPUOps.self_attend = embed, self_attend
     rows = [{"variant": v, "same": same[v], "clips": len(mels), "enc_diff": enc_diff[v]} for v in variants]
     title = f"Greedy tokens equal to fp32's, {args.model}, {len(mels)} English clips (first 30 s each)"
     cols = [

@@ -68,7 +68,7 @@ def worker(args) -> None:
 
     import kvwhisper
     from kvwhisper.audio import SAMPLE_RATE
-    from kvwhisper.engine.transcribe import transcribe
+    from kvwhisper.transcribe import transcribe
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -248,8 +248,8 @@ def worker(job: dict) -> dict:
 def prepare_weights(model_name: str, out: Path) -> dict:
     """The same weights in every engine's format: CT2 folder (as packaged), reference .pt, HF folder."""
     import kvwhisper
-    from kvwhisper.engine.checkpoints import write_hf, write_openai
-    from kvwhisper.engine.load import packaged_model
+    from kvwhisper.model.checkpoints import write_hf, write_openai
+    from kvwhisper.model.registry import packaged_model
 
     model = kvwhisper.load_model(model_name, device="cpu", dtype="fp32")
     ct2 = packaged_model(model_name)
@@ -284,8 +284,8 @@ def available(engines: list[str], weights: dict) -> tuple[list[str], dict[str, s
             skipped[e] = f"{module} is not installed (pip install {hint})"
         elif module == "faster_whisper" and not weights["weights"]["ct2"]:
             skipped[e] = "no CTranslate2 folder for this model"
-        elif module == "kvwhisper" and importlib.util.find_spec("kvwhisper.engine.transcribe") is None:
-            skipped[e] = "kvwhisper has no long-form transcribe (kvwhisper/engine/transcribe.py) yet"
+        elif module == "kvwhisper" and importlib.util.find_spec("kvwhisper.transcribe.seek") is None:
+            skipped[e] = "kvwhisper has no long-form transcribe (kvwhisper/transcribe/seek.py) yet"
         else:
             usable.append(e)
     return usable, skipped
@@ -326,10 +326,17 @@ def profile_kvwhisper(model_name: str, dtype: str, beam_size: int, threads: int,
     import kvwhisper
     from kvwhisper.cli.bench_breakdown import _Timers
 
-    # modules by their full names (kvwhisper.engine exports a `transcribe` function too)
+    # modules by their full names (kvwhisper exports a `transcribe` function too)
     choosers, decoding, kv_cache, logits, model_mod, transcribe_mod = (
-        importlib.import_module(f"kvwhisper.engine.{m}")
-        for m in ("choosers", "decoding", "kv_cache", "logits", "model", "transcribe")
+        importlib.import_module(f"kvwhisper.{m}")
+        for m in (
+            "decoding.choosers",
+            "decoding.loop",
+            "model.kv_cache",
+            "decoding.logits",
+            "model.network",
+            "transcribe.seek",
+        )
     )
 
     torch.set_num_threads(threads)

@@ -3,11 +3,11 @@
 - plain: every decoder linear layer and the output projection through `F.linear`, attention through
   `scaled_dot_product_attention` (kvwhisper before packed.py);
 - packed: the linear layers and the output projection through oneDNN-packed weights (packed.py);
-- packed+attend: also `model.attend`, fp32 attention for bf16 decode steps (in fp32 `attend` is SDPA
+- packed+attend: also `CPUOps.attend`, fp32 attention for bf16 decode steps (in fp32 `attend` is SDPA
   itself, so this column equals `packed` there, up to noise);
 - packed+attend+fused: also the fused products (packed.FUSE: q/k/v as one product, GELU and the residual
   adds inside the oneDNN calls): the default where the C kernels are not built;
-- kernels: also the C kernels of kvwhisper/engine/kernels.py (products over fp16-stored weights in fp32
+- kernels: also the C kernels of kvwhisper/cpu/kernels.py (products over fp16-stored weights in fp32
   arithmetic, few-query attention): the default where they are built (x86-64 with AVX-512). They apply to
   fp32 models; in bf16 this column equals the previous one, up to noise.
 
@@ -32,18 +32,18 @@ import torch.nn.functional as F
 
 import kvwhisper
 from kvwhisper.audio import load_audio, log_mel_spectrogram, pad_or_trim
-from kvwhisper.engine import kernels, packed
-from kvwhisper.engine import model as model_mod
+from kvwhisper.cpu import kernels, packed
+from kvwhisper.cpu.ops import CPUOps
 
 JFK = common.REPO / "tests" / "data" / "jfk.flac"
 
 
-def _sdpa(q, k, v):
+def _sdpa(self, q, k, v):
     # in the activations' dtype (bf16 models keep fp32 cross K/V on CPU now: converted here, ~0.1 ms a step)
     return F.scaled_dot_product_attention(q, k.to(q.dtype), v.to(q.dtype))
 
 
-ATTEND = model_mod.attend
+ATTEND = CPUOps.attend
 PATHS = {  # name: (packed weights, fused products, decode-step attention, C kernels)
     "plain": (False, False, _sdpa, False),
     "packed": (True, False, _sdpa, False),
@@ -67,7 +67,7 @@ def step_times(model_name: str, dtype: str, batch: int, rounds: int, steps: int)
             token = torch.tensor([[model.tokenizer.encode(" And")[0]]] * batch)
             for _ in range(rounds):
                 for name, (enabled, fuse, attend, kern) in PATHS.items():
-                    packed.ENABLED, packed.FUSE, model_mod.attend = enabled, fuse, attend
+                    packed.ENABLED, packed.FUSE, CPUOps.attend = enabled, fuse, attend
                     kernels.ENABLED = kern
                     cache.rewind(start)
                     for _ in range(3):  # warm-up (the packed copies are made here)
@@ -78,7 +78,7 @@ def step_times(model_name: str, dtype: str, batch: int, rounds: int, steps: int)
                         model.decoder(token, cache, last_only=True)
                     times[name].append((time.perf_counter() - t0) / steps * 1e3)
     finally:
-        packed.ENABLED, packed.FUSE, model_mod.attend = True, True, ATTEND
+        packed.ENABLED, packed.FUSE, CPUOps.attend = True, True, ATTEND
         kernels.ENABLED = True
     return {name: statistics.median(v) for name, v in times.items()}
 

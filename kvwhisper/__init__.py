@@ -1,22 +1,21 @@
 """kvwhisper: Whisper speech recognition with an explicit, inspectable KV-cached decoder.
 
-audio -> tokenizer -> engine. The public names mirror openai-whisper's, so `import kvwhisper as whisper` works.
+audio -> tokenizer -> model -> decoding -> timing -> transcribe (and, beside them, inspection, cpu, cli).
+The public names mirror openai-whisper's, so `import kvwhisper as whisper` works.
 """
 
 from .audio import AudioError, load_audio, log_mel_spectrogram, pad_or_trim
-from .engine import (
-    DecodingOptions,
-    DecodingResult,
-    KVCache,
-    ModelDims,
-    ModelLoadError,
-    Whisper,
-    available_models,
-    decode,
-    detect_language,
-    load_model,
-    transcribe,
-)
+from .decoding import DecodingOptions, DecodingResult, decode, detect_language
+from .inspection import decode_session
+from .model import KVCache, ModelDims, ModelLoadError, Whisper, available_models, load_model
+from .transcribe import transcribe
+
+# openai-whisper's model has these as methods (`model.transcribe(...)`); they are bound here, above every layer
+# they use, so that the network imports nothing of decoding, transcription or inspection.
+Whisper.decode = decode
+Whisper.detect_language = detect_language
+Whisper.decode_session = decode_session
+Whisper.transcribe = transcribe
 
 __version__ = "0.1.0"
 
@@ -30,6 +29,7 @@ __all__ = [
     "Whisper",
     "available_models",
     "decode",
+    "decode_session",
     "detect_language",
     "load_audio",
     "load_model",

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from kvwhisper.engine import ModelDims, Whisper
+from kvwhisper import cpu
+from kvwhisper.model import ModelDims, Whisper
 
 # every field of a StepTrace record (session.step().to_dict() and a `kvwhisper trace --json` line)
 STEP_TRACE_KEYS = {
@@ -50,9 +51,10 @@ def tiny_dims(n_vocab: int = N_VOCAB_EN, n_mels: int = 80) -> ModelDims:
 
 
 def tiny_random_model(
-    seed: int = 0, n_vocab: int = N_VOCAB_EN, dtype: torch.dtype = torch.float32
+    seed: int = 0, n_vocab: int = N_VOCAB_EN, dtype: torch.dtype = torch.float32, accelerate: bool = True
 ) -> Whisper:
-    """A Whisper of tiny_dims with random weights scaled so that logits are peaked (decodes are not all ties)."""
+    """A Whisper of tiny_dims with random weights scaled so that logits are peaked (decodes are not all ties),
+    with kvwhisper.cpu's speed-ups as load_model gives them on CPU (`accelerate=False`: the plain network)."""
     torch.manual_seed(seed)
     model = Whisper(tiny_dims(n_vocab))
     with torch.no_grad():
@@ -63,7 +65,8 @@ def tiny_random_model(
                 p.normal_(0, 1.0 / p.shape[-1] ** 0.5 * (4.0 if "token_embedding" in name else 1.0))
             elif name.endswith("bias"):
                 p.normal_(0, 0.02)
-    return model.set_dtype(dtype).eval()
+    model = model.set_dtype(dtype).eval()
+    return cpu.accelerate(model) if accelerate else model
 
 
 def random_mel(seed: int = 0, n: int = 1, n_mels: int = 80) -> torch.Tensor:

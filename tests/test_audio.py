@@ -670,13 +670,13 @@ def test_mel_windows_match_reference_slicing(n_mels: int) -> None:
 def test_mel_windows_compute_the_mel_once(monkeypatch: pytest.MonkeyPatch) -> None:
     """On CPU the whole-file mel is computed once, by the chunked whole_file_mel; windows are slices of it."""
     calls = []
-    real = kva.mel.whole_file_mel
+    real = kva.features.whole_file_mel
 
     def counting(*args, **kwargs):
         calls.append(1)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(kva.mel, "whole_file_mel", counting)
+    monkeypatch.setattr(kva.features, "whole_file_mel", counting)
     windows = MelWindows(str(JFK))
     for seek in range(0, windows.content_frames, 250):
         windows.window(seek)

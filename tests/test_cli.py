@@ -9,7 +9,7 @@ import sys
 import pytest
 
 import kvwhisper
-import kvwhisper.engine
+import kvwhisper.model
 from kvwhisper.cli import main
 
 JFK_WORDS = "ask not what your country can do for you"
@@ -25,7 +25,7 @@ def cached_model():
 @pytest.fixture
 def cli(monkeypatch, cached_model):
     """Run `kvwhisper ...` in this process with the model loaded once; returns the exit status."""
-    monkeypatch.setattr(kvwhisper.engine, "load_model", lambda *a, **k: cached_model)
+    monkeypatch.setattr(kvwhisper.model, "load_model", lambda *a, **k: cached_model)
     return main
 
 

@@ -14,10 +14,10 @@ import torch
 import torch.nn.functional as F
 from helpers import random_mel, reference_copy, tiny_random_model
 
-from kvwhisper.engine import DecodingOptions, KVCache, decode
-from kvwhisper.engine.choosers import BeamSearchChooser, GreedyChooser, rank_candidates
-from kvwhisper.engine.decoding import DecodingTask
-from kvwhisper.engine.logits import ApplyTimestampRules, SuppressBlank, SuppressTokens
+from kvwhisper.decoding import DecodingOptions, DecodingTask, decode
+from kvwhisper.decoding.choosers import BeamSearchChooser, GreedyChooser, rank_candidates
+from kvwhisper.decoding.logits import ApplyTimestampRules, SuppressBlank, SuppressTokens
+from kvwhisper.model import KVCache
 
 NEG = float("-inf")
 
@@ -430,12 +430,12 @@ def test_sampling_best_of_runs_and_is_seeded(model, mels):
 def test_packed_linear_equals_plain_and_follows_weight_changes(dtype):
     import copy
 
-    from kvwhisper.engine import packed
+    from kvwhisper.cpu import packed
 
     if not packed._supported(dtype):
         pytest.skip(f"oneDNN packed inner product not available in {dtype} here")
     torch.manual_seed(0)
-    lin = packed.Linear(48, 80).to(dtype)
+    lin = packed.PackedLinear(48, 80).to(dtype)
     x = torch.randn(3, 7, 48, dtype=dtype)  # more rows than kernels.gemv takes (packed.HALF_MAX_ROWS): oneDNN
     tol = dict(atol=1e-5, rtol=1e-5) if dtype == torch.float32 else dict(atol=0.1, rtol=0.02)
     with torch.no_grad():
@@ -457,12 +457,12 @@ def test_packed_linear_equals_plain_and_follows_weight_changes(dtype):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_fused_products_equal_the_plain_ops(dtype):
     """q/k/v as one product, GELU and residual adds fused into the products: same results as the plain ops."""
-    from kvwhisper.engine import packed
+    from kvwhisper.cpu import packed
 
     if not packed._supported(dtype):
         pytest.skip(f"oneDNN packed inner product not available in {dtype} here")
     torch.manual_seed(0)
-    layers = [packed.Linear(48, 48, bias=b).to(dtype) for b in (True, False, True)]
+    layers = [packed.PackedLinear(48, 48, bias=b).to(dtype) for b in (True, False, True)]
     x, r = torch.randn(3, 7, 48, dtype=dtype), torch.randn(3, 7, 48, dtype=dtype)  # rows for oneDNN
     tol = dict(atol=1e-5, rtol=1e-5) if dtype == torch.float32 else dict(atol=0.1, rtol=0.02)
     fused = packed.PackedWeight()
@@ -493,10 +493,10 @@ def test_fused_products_equal_the_plain_ops(dtype):
 
 
 def _kernels_or_skip():
-    from kvwhisper.engine import kernels, packed
+    from kvwhisper.cpu import kernels, packed
 
     if not kernels.available():
-        why = "the C kernels (kvwhisper.engine._kernels) are not built or this CPU has no AVX-512"
+        why = "the C kernels (kvwhisper.cpu._kernels) are not built or this CPU has no AVX-512"
         if os.environ.get("KVWHISPER_EXPECT_KERNELS"):  # set by .ci/run: there it must run, not skip
             pytest.fail(f"{why} (KVWHISPER_EXPECT_KERNELS is set)")
         pytest.skip(why)
@@ -513,7 +513,7 @@ def test_half_kernel_equals_plain_product_on_2_byte_weights(rows, n_out, dtype):
     against fp32 rows: F.linear of the same weight in fp32, and an fp32 result."""
     packed = _kernels_or_skip()
     torch.manual_seed(0)
-    lin = packed.Linear(96, n_out).to(dtype)
+    lin = packed.PackedLinear(96, n_out).to(dtype)
 
     def plain(x):  # the product in fp32 of the weight as stored
         return F.linear(x, lin.weight.float(), lin.bias.float())
@@ -545,7 +545,7 @@ def test_half_kernel_equals_plain_product_on_2_byte_weights(rows, n_out, dtype):
 def test_half_kernel_applies_only_where_fp16_holds_the_weight_and_rows_are_few():
     packed = _kernels_or_skip()
     torch.manual_seed(0)
-    lin = packed.Linear(32, 40)
+    lin = packed.PackedLinear(32, 40)
     x = torch.randn(3, 32)
     with torch.no_grad():
         torch.testing.assert_close(lin(x), F.linear(x, lin.weight, lin.bias), atol=1e-5, rtol=1e-5)
@@ -564,7 +564,7 @@ def test_half_kernel_applies_only_where_fp16_holds_the_weight_and_rows_are_few()
         finally:
             packed.HALF = True
     # qkv as one product: the stacked pack, a missing bias as zeros
-    layers = [packed.Linear(32, 32, bias=b) for b in (True, False, True)]
+    layers = [packed.PackedLinear(32, 32, bias=b) for b in (True, False, True)]
     fused = packed.PackedWeight()
     with torch.no_grad():
         for m in layers:
@@ -577,7 +577,7 @@ def test_half_kernel_applies_only_where_fp16_holds_the_weight_and_rows_are_few()
 
 def test_kernels_refuse_bad_calls():
     _kernels_or_skip()
-    from kvwhisper.engine.kernels import _c
+    from kvwhisper.cpu.kernels import _c
 
     with pytest.raises(TypeError, match="10 arguments"):
         _c.gemv(1, 2, 3)
@@ -599,7 +599,7 @@ def test_attention_kernel_equals_sdpa(rows, keys, head):
     """Few-query attention (a decode step) through the C kernel: SDPA's result to fp32 rounding, for any
     number of keys (tails of 16 included), head sizes 32 and 64, and thread counts 1 and 2 alike."""
     _kernels_or_skip()
-    from kvwhisper.engine import kernels
+    from kvwhisper.cpu import kernels
 
     torch.manual_seed(keys + rows)
     q, k, v = torch.randn(2, 3, rows, head), torch.randn(2, 3, keys, head) * 3, torch.randn(2, 3, keys, head)
@@ -620,7 +620,7 @@ def test_attention_kernel_reads_views_where_they_lie():
     part of a static cache buffer (head stride = capacity * D). The kernel reads them in place; the output
     merges back to (B, T, C) as a view."""
     _kernels_or_skip()
-    from kvwhisper.engine import kernels
+    from kvwhisper.cpu import kernels
 
     torch.manual_seed(0)
     B, H, D, cap, end = 2, 4, 64, 40, 23
@@ -651,10 +651,10 @@ def test_real_decoder_weights_are_fp16_numbers_and_the_kernel_keeps_greedy_token
     packed = _kernels_or_skip()
     model = kvwhisper.load_model("tiny.en", device="cpu")
     mel = kvwhisper.log_mel_spectrogram(kvwhisper.pad_or_trim(kvwhisper.load_audio(jfk_path)))
-    from kvwhisper.engine import kernels
+    from kvwhisper.cpu import kernels
 
     with_kernel = model.decode(mel)
-    assert model.decoder._output_packed.half is not None
+    assert model.decoder.ops.output.half is not None
     assert all(b.mlp[0].packed.half is not None for b in model.decoder.blocks)
     for off in ("HALF", "ENABLED"):  # the products alone, then both kernels, through torch's operations
         module = packed if off == "HALF" else kernels
@@ -669,7 +669,9 @@ def test_real_decoder_weights_are_fp16_numbers_and_the_kernel_keeps_greedy_token
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_encoder_self_attention_head_by_head_matches_sdpa(dtype):
-    from kvwhisper.engine.model import self_attend
+    from kvwhisper.cpu import CPUOps
+
+    self_attend = CPUOps().self_attend
 
     torch.manual_seed(0)
     q, k, v = (torch.randn(2, 3, 1100, 64, dtype=dtype) for _ in range(3))
@@ -687,7 +689,9 @@ def test_encoder_self_attention_head_by_head_matches_sdpa(dtype):
 
 
 def test_explicit_attention_matches_sdpa_in_bf16():
-    from kvwhisper.engine.model import attend
+    from kvwhisper.cpu import CPUOps
+
+    attend = CPUOps().attend
 
     torch.manual_seed(0)
     q, k, v = (torch.randn(2, 6, n, 64, dtype=torch.bfloat16) for n in (5, 300, 300))

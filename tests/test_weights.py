@@ -15,9 +15,9 @@ from helpers import random_mel, tiny_random_model, write_ct2
 
 import kvwhisper
 from kvwhisper.cli import main as cli_main
-from kvwhisper.engine import ModelLoadError, load_model
-from kvwhisper.engine import load as load_mod
-from kvwhisper.engine.checkpoints import write_hf, write_openai
+from kvwhisper.model import ModelLoadError, load_model
+from kvwhisper.model import registry as load_mod
+from kvwhisper.model.checkpoints import write_hf, write_openai
 
 TOKENS = torch.tensor([[50257, 50362, 400, 1000, 2000]])
 

@@ -4,8 +4,7 @@ Names and behaviour follow openai-whisper's ``whisper.audio`` (``load_audio``, `
 ``pad_or_trim``, ``mel_filters`` and the constants), decoding with PyAV instead of the ffmpeg CLI.
 """
 
-from .load import SAMPLE_RATE, AudioError, AudioSource, load_audio
-from .mel import (
+from .features import (
     CHUNK_LENGTH,
     FRAMES_PER_SECOND,
     HOP_LENGTH,
@@ -21,6 +20,7 @@ from .mel import (
     pad_or_trim,
     whole_file_mel,
 )
+from .files import SAMPLE_RATE, AudioError, AudioSource, load_audio
 
 __all__ = [
     "CHUNK_LENGTH",

@@ -45,7 +45,7 @@ WINDOW_SECONDS = 30
 
 
 def add_parser(sub) -> None:
-    from ..engine.kv_cache import CACHE_MODES
+    from ..model.kv_cache import CACHE_MODES
 
     p = sub.add_parser("bench", help="time decode steps with and without the KV cache on real windows")
     p.add_argument("file", help="audio file; its first --windows 30 s windows (from --offset) are decoded")
@@ -203,7 +203,7 @@ def load_windows(path: str, n: int, offset: float = 0.0):
 
 def forced_options(model, mode: str, beam_size: int, sample_len: int, language: str | None):
     """Options that decode exactly `sample_len` steps: end-of-text suppressed, no timestamps."""
-    from ..engine.decoding import DecodingOptions
+    from ..decoding import DecodingOptions
 
     eot = model.tokenizer.eot
     return DecodingOptions(
@@ -218,7 +218,7 @@ def forced_options(model, mode: str, beam_size: int, sample_len: int, language: 
 
 def natural_options(model, mode: str, beam_size: int, language: str | None):
     """Options of an ordinary decode (timestamps on, stop at end-of-text), as long-form transcription uses."""
-    from ..engine.decoding import DecodingOptions
+    from ..decoding import DecodingOptions
 
     return DecodingOptions(
         language=language if model.is_multilingual else None,
@@ -244,7 +244,7 @@ def time_steps(model, audio_features, options) -> StepTimes:
     """One decode of already-encoded features, every step timed."""
     import torch
 
-    from ..engine.decoding import DecodingTask
+    from ..decoding import DecodingTask
 
     sync = _sync(model.device)
     with torch.no_grad():
@@ -307,7 +307,7 @@ def run_bench(config: BenchConfig, log: Callable[[str], None] = lambda msg: None
     """Time every (dtype, beam size, window, mode) and return the report (see the module docstring)."""
     import torch
 
-    from ..engine import load_model
+    from ..model import load_model
 
     if config.threads:
         torch.set_num_threads(config.threads)

@@ -64,7 +64,7 @@ def step_breakdown(model, audio_features, options, runs: int = 1) -> dict:
     """
     import torch
 
-    from ..engine.decoding import DecodingTask
+    from ..decoding import DecodingTask
 
     sync = _sync(model.device)
     timers = _Timers(sync)

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..engine import load_model
-from ..engine.checkpoints import write_hf, write_openai
+from ..model import load_model
+from ..model.checkpoints import write_hf, write_openai
 
 
 def add_parser(sub) -> None:

@@ -42,8 +42,9 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from ..engine import DecodingOptions, load_model
-    from ..engine.session import decode_session
+    from ..decoding import DecodingOptions
+    from ..inspection import decode_session
+    from ..model import load_model
 
     if args.top_k < 1:
         raise CLIError("--top-k must be >= 1")
@@ -91,7 +92,7 @@ def run(args) -> int:
     )
     out(f"text: {model.tokenizer.decode_with_timestamps(result.tokens)}")
     if args.mel_plot and session.mel is not None:
-        from ..plots import plot_mel
+        from ..inspection.plots import plot_mel
 
         offset = (args.window or 0) * 30.0
         plot_mel(
@@ -103,7 +104,7 @@ def run(args) -> int:
         )
         out(f"wrote {args.mel_plot}")
     if args.plot:
-        from ..plots import plot_cross_attention
+        from ..inspection.plots import plot_cross_attention
 
         weights, labels = session.attention_map("alignment")
         plot_cross_attention(

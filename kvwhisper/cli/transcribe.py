@@ -320,9 +320,9 @@ def _cause(e: BaseException) -> str:
 
 
 def run(args) -> int:
-    from ..engine import load_model
-    from ..engine.transcribe import transcribe
-    from ..output import get_writer
+    from ..model import load_model
+    from ..transcribe import transcribe
+    from ..transcribe.writers import get_writer
 
     check_options(args)
     if args.threads:

@@ -1,22 +1,28 @@
-"""The Whisper network: audio encoder and text decoder.
+"""The Whisper network: audio encoder, text decoder and cache-aware attention, in plain PyTorch.
 
 Parameter names follow the reference checkpoint (`encoder.blocks.0.attn.query.weight`, ...), so a reference
-`.pt` state dict loads as it is. The decoder takes an explicit `KVCache` (see kv_cache.py).
+`.pt` state dict loads as it is. The decoder takes an explicit `KVCache` (kv_cache.py).
 
-Dtype policy (one place): linear/conv/embedding weights are in the model's dtype; LayerNorm parameters stay
-fp32 and LayerNorm runs in fp32; attention softmax runs inside scaled_dot_product_attention (fp32 accumulation)
-or explicitly in fp32 when weights are asked for; on CPU, bf16/fp16 models keep cross-attention K/V in fp32 and
-attend in fp32 in decode steps (see `attend`), the encoder's self-attention runs in fp32 (`self_attend`), and the
-decoder's residual stream stays fp32 (`TextDecoder.embed`: each linear layer casts its input to its own dtype);
-returned logits are fp32.
+Dtype policy: linear/conv/embedding weights are in the model's dtype; LayerNorm parameters stay fp32 and
+LayerNorm runs in fp32; softmax runs in fp32 (inside scaled_dot_product_attention, or explicitly when the
+attention weights are asked for); returned logits are fp32.
 
-Speed only: on CPU every linear layer and the tied output projection multiply through oneDNN-packed copies of
-their weights (packed.py), q/k/v are one product, and the MLP's GELU and the residual adds are fused into the
-products; the parameters themselves are the checkpoint's.
+Speed is applied from outside, at load, through two seams (`kvwhisper.cpu` uses both on CPU):
+- every product is a `Linear` module, which may be swapped for a subclass that takes the same
+  `forward(x, gelu=, add=)` (the MLP's GELU and the residual adds are passed in, so a faster product can fuse
+  them);
+- the few operations that are not a module (attention, the tied output projection, the q/k/v products as a
+  group, and the dtypes of the residual stream and of the cross-attention K/V) are the methods of an `Ops`
+  object, `Whisper.use_ops` hands every module the same one.
+With neither applied, this file is the whole network.
+
+Inspection goes through the same forward: `collect`, when given, is called as `collect(name, x)` with the
+residual stream after each stage (inspection/activations.py turns that into statistics).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
@@ -25,15 +31,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from . import kernels
-from .compiled import compiled
 from .kv_cache import KVCache, LayerKV
-from .packed import Linear, PackedWeight, fused_linear
-from .packed import enabled as packed_enabled
-from .packed import linear as packed_linear
 
 if TYPE_CHECKING:
     from ..tokenizer import Tokenizer
+
+Collect = Callable[[str, Tensor], None]  # collect(name, activations): what inspection is shown
 
 
 @dataclass(frozen=True)
@@ -55,16 +58,61 @@ class ModelDims:
         return asdict(self)
 
 
+class Ops:
+    """The network's operations that are not modules, in plain torch. A backend subclasses it (cpu/ops.py)."""
+
+    def attend(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+        """Unmasked attention of (N, H, Tq, D) over (N, H, S, D): decode steps and cross-attention."""
+        return F.scaled_dot_product_attention(q.to(k.dtype), k, v)
+
+    def self_attend(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+        """Unmasked self-attention of the encoder, (N, H, T, D) each."""
+        return F.scaled_dot_product_attention(q, k, v)
+
+    def linears(self, x: Tensor, layers: tuple[Linear, ...]) -> list[Tensor]:
+        """Each layer applied to the same input (the q/k/v projections): a backend may stack them."""
+        return [layer(x) for layer in layers]
+
+    def project(self, x: Tensor, weight: Tensor) -> Tensor:
+        """x (..., C) times `weight` (V, C) transposed: the output projection, tied to the token embedding."""
+        return F.linear(x.to(weight.dtype), weight)
+
+    def residual_dtype(self, dtype: torch.dtype) -> torch.dtype:
+        """The dtype of the decoder's residual stream for weights of `dtype`."""
+        return dtype
+
+    def cross_kv_dtype(self, dtype: torch.dtype) -> torch.dtype:
+        """The dtype the cross-attention K/V are kept in for weights of `dtype`."""
+        return dtype
+
+
+TORCH_OPS = Ops()
+
+
+class Linear(nn.Linear):
+    """`nn.Linear` that takes the GELU after it and a residual added to it: `gelu(x W^T + b)`,
+    `add + x W^T + b`. The input is cast to the weight's dtype (the residual stream may be wider)."""
+
+    @classmethod
+    def adopt(cls, layer: nn.Linear) -> Linear:
+        """A Linear holding `layer`'s own parameters (no copy): undoes a swapped-in subclass."""
+        new = cls.__new__(cls)
+        nn.Module.__init__(new)
+        new.in_features, new.out_features = layer.in_features, layer.out_features
+        new.weight, new.bias = layer.weight, layer.bias
+        return new
+
+    def forward(self, x: Tensor, *, gelu: bool = False, add: Tensor | None = None) -> Tensor:
+        y = F.linear(x.to(self.weight.dtype), self.weight, self.bias)
+        if gelu:
+            y = F.gelu(y)
+        return y if add is None else add + y
+
+
 class LayerNorm(nn.LayerNorm):
     """LayerNorm computed in fp32 whatever the activations' dtype (its parameters are kept fp32)."""
 
     def forward(self, x: Tensor) -> Tensor:
-        fp32_params = all(p is None or p.dtype == torch.float32 for p in (self.weight, self.bias))
-        if fp32_params and (
-            x.dtype == torch.float32 or (x.dtype == torch.bfloat16 and x.device.type == "cpu")
-        ):
-            # fp32 parameters straight in: CPU layer_norm computes bf16 input in fp32 (same numbers, fewer ops)
-            return F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
         w = None if self.weight is None else self.weight.float()
         b = None if self.bias is None else self.bias.float()
         return F.layer_norm(x.float(), self.normalized_shape, w, b, self.eps).to(x.dtype)
@@ -80,47 +128,6 @@ def sinusoids(length: int, channels: int, max_timescale: float = 10000) -> Tenso
     return torch.cat([torch.sin(scaled_time), torch.cos(scaled_time)], dim=1)
 
 
-def attend(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
-    """Unmasked attention, (N, H, Tq, D) over (N, H, S, D), in q's dtype.
-
-    On CPU a decode step (few queries) and anything over fp32 cross-attention K/V (see `cross_kv`) attends in
-    fp32: for bf16 models the CPU flash-attention kernel is 2-3x slower in bf16 than in fp32 for one query over
-    1500 audio positions (benchmarks/RESULTS.md), and fp32 is the more exact of the two. fp32 attention of a
-    few queries (a decode step) runs through the C kernel of kernels.py where it is built.
-    """
-    if q.device.type == "cpu" and (k.dtype == torch.float32 or q.shape[-2] <= 16):
-        q32, k32, v32 = q.float(), k.float(), v.float()  # no copies for fp32 tensors
-        if kernels.attend_applies(q32, k32, v32):
-            return kernels.attend(q32, k32, v32).to(q.dtype)
-        return F.scaled_dot_product_attention(q32, k32, v32).to(q.dtype)
-    return F.scaled_dot_product_attention(q, k, v)
-
-
-def self_attend(q: Tensor, k: Tensor, v: Tensor, chunk: int = 500) -> Tensor:
-    """Unmasked self-attention of the encoder, (N, H, T, D) each.
-
-    On CPU it runs in fp32, head by head and `chunk` queries at a time, as two oneDNN products around a
-    softmax whose scores stay in cache. The whole encoder is then 1.4x faster than with the CPU
-    flash-attention kernel in fp32, and 1.36x in bf16, where it is also more exact than that kernel in bf16
-    (benchmarks/encoder_paths.py). Elsewhere, or when oneDNN is off, `scaled_dot_product_attention`.
-    """
-    N, H, T, D = q.shape
-    if q.device.type != "cpu" or T < chunk or not packed_enabled(torch.float32, q, k, v):
-        return F.scaled_dot_product_attention(q, k, v)
-    lin = torch.ops.mkldnn._linear_pointwise
-    # contiguous operands: oneDNN is pathologically slow on the strided views of the fused q/k/v product
-    q = (q.float() * D**-0.5).contiguous()  # (a power of two for every Whisper size: exact, as inside SDPA)
-    k = k.float().contiguous()
-    v_t = v.float().transpose(-1, -2).contiguous()  # (N, H, D, T): a "weight" of T inputs
-    out = torch.empty(N, T, H, D, dtype=torch.float32)
-    for n in range(N):
-        for h in range(H):
-            for i in range(0, T, chunk):
-                scores = lin(q[n, h, i : i + chunk], k[n, h], None, "none", [], "")  # (chunk, T)
-                out[n, i : i + chunk, h] = lin(torch.softmax(scores, dim=-1), v_t[n, h], None, "none", [], "")
-    return out.transpose(1, 2).to(v.dtype)
-
-
 class MultiHeadAttention(nn.Module):
     def __init__(self, n_state: int, n_head: int):
         super().__init__()
@@ -129,7 +136,7 @@ class MultiHeadAttention(nn.Module):
         self.key = Linear(n_state, n_state, bias=False)
         self.value = Linear(n_state, n_state)
         self.out = Linear(n_state, n_state)
-        self._qkv_packed = PackedWeight()  # query, key and value stacked: one product (see packed.py)
+        self.ops: Ops = TORCH_OPS
 
     def heads(self, x: Tensor) -> Tensor:
         """(B, T, C) -> (B, H, T, D)"""
@@ -146,15 +153,14 @@ class MultiHeadAttention(nn.Module):
         return self.heads(self.key(x)), self.heads(self.value(x))
 
     def project_qkv(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Queries, keys and values of `x` (B, T, C): three (B, H, T, D) tensors, from one product."""
-        layers = (self.query, self.key, self.value)
-        q, k, v = fused_linear(x, [m.weight for m in layers], [m.bias for m in layers], self._qkv_packed)
+        """Queries, keys and values of `x` (B, T, C): three (B, H, T, D) tensors."""
+        q, k, v = self.ops.linears(x, (self.query, self.key, self.value))
         return self.heads(q), self.heads(k), self.heads(v)
 
     def full(self, x: Tensor, residual: Tensor | None = None) -> Tensor:
         """Unmasked self-attention over all of x (the encoder): (B, T, C) -> (B, T, C), plus `residual`."""
         q, k, v = self.project_qkv(x)
-        return self.out(self.merge(self_attend(q, k, v)), add=residual)
+        return self.out(self.merge(self.ops.self_attend(q, k, v)), add=residual)
 
     def cached(
         self, x: Tensor, k_buf: Tensor, v_buf: Tensor, position: int, residual: Tensor | None = None
@@ -162,7 +168,7 @@ class MultiHeadAttention(nn.Module):
         """Causal self-attention of T new tokens at `position`, their K/V written into the static buffers.
 
         x: (B, T, C); k_buf, v_buf: (B, H, capacity, D). Only the new tokens' K/V are computed. Returns
-        (B, T, C), plus `residual` when given (the add is fused into the output projection on CPU).
+        (B, T, C), plus `residual` when given.
         """
         T = x.shape[1]
         q, k, v = self.project_qkv(x)  # (B, H, T, D)
@@ -171,9 +177,8 @@ class MultiHeadAttention(nn.Module):
         v_buf[:, :, position:end] = v
         k_all, v_all = k_buf[:, :, :end], v_buf[:, :, :end]  # (B, H, end, D)
         if T == 1:  # one new token attends to everything before it: no mask needed
-            o = attend(q, k_all, v_all)
-            return self.out(self.merge(o), add=residual)
-        q = q.to(k_buf.dtype)  # (a bf16 model's few-row products through kernels.py come out in fp32)
+            return self.out(self.merge(self.ops.attend(q, k_all, v_all)), add=residual)
+        q = q.to(k_buf.dtype)
         if position == 0:
             o = F.scaled_dot_product_attention(q, k_all, v_all, is_causal=True)
         else:  # several new tokens after a filled prefix: query i sees keys 0..position+i
@@ -196,11 +201,11 @@ class MultiHeadAttention(nn.Module):
         G = B // N
         q = self.query(x).view(N, G * T, H, D).transpose(1, 2)  # (N, H, G*T, D)
         if not want_qk:
-            o = attend(q, k, v)
+            o = self.ops.attend(q, k, v)
             qk = None
         else:
             qk = (q.float() @ k.float().transpose(-1, -2)) * D**-0.5  # (N, H, G*T, S)
-            o = (torch.softmax(qk, dim=-1) @ v.float()).to(q.dtype)
+            o = torch.softmax(qk, dim=-1) @ v.float()
             qk = qk.view(N, H, G, T, S).permute(0, 2, 1, 3, 4).reshape(B, H, T, S)
         o = o.transpose(1, 2).reshape(B, T, C)  # (N, G*T, H, D) -> (N*G, T, C)
         return self.out(o, add=residual), qk
@@ -217,14 +222,14 @@ class ResidualAttentionBlock(nn.Module):
         self.mlp = nn.Sequential(Linear(n_state, n_mlp), nn.GELU(), Linear(n_mlp, n_state))
         self.mlp_ln = LayerNorm(n_state)
 
-    # The residual adds and the MLP's GELU are passed into the linear layers: on CPU they are fused into the
-    # products (packed.py); elsewhere they run as the plain `x + f(x)` and `gelu(linear(x))`.
     def encode(self, x: Tensor) -> Tensor:
         x = self.attn.full(self.attn_ln(x), residual=x)
         return self.feed_forward(x)
 
-    def decode(self, x: Tensor, kv, position: int, want_qk: bool = False) -> tuple[Tensor, Tensor | None]:
-        """One decoder block on T new tokens; `kv` is this layer's `LayerKV`."""
+    def decode(
+        self, x: Tensor, kv: LayerKV, position: int, want_qk: bool = False
+    ) -> tuple[Tensor, Tensor | None]:
+        """One decoder block on T new tokens; `kv` is this layer's view of the cache."""
         x = self.attn.cached(self.attn_ln(x), kv.self_k, kv.self_v, position, residual=x)
         x, qk = self.cross_attn.cross(self.cross_attn_ln(x), kv.cross_k, kv.cross_v, want_qk, residual=x)
         return self.feed_forward(x), qk
@@ -244,9 +249,11 @@ class AudioEncoder(nn.Module):
         self.blocks = nn.ModuleList([ResidualAttentionBlock(n_state, n_head) for _ in range(n_layer)])
         self.ln_post = LayerNorm(n_state)
 
-    def forward(self, mel: Tensor) -> Tensor:
+    def forward(self, mel: Tensor, collect: Collect | None = None) -> Tensor:
         """mel (N, n_mels, 2 * n_audio_ctx) -> audio features (N, n_audio_ctx, n_audio_state)."""
         x = F.gelu(self.conv1(mel))
+        if collect:
+            collect("encoder.conv1", x)
         x = F.gelu(self.conv2(x))
         x = x.permute(0, 2, 1)  # (N, n_audio_ctx, C)
         if x.shape[1:] != self.positional_embedding.shape:
@@ -255,16 +262,22 @@ class AudioEncoder(nn.Module):
                 f"the encoder needs {self.positional_embedding.shape[0]} (pad or trim to 30 s)"
             )
         x = (x + self.positional_embedding).to(x.dtype)
-        for block in self.blocks:
+        if collect:
+            collect("encoder.conv2+pos", x)
+        for i, block in enumerate(self.blocks):
             x = block.encode(x)
-        return self.ln_post(x)
+            if collect:
+                collect(f"encoder.blocks.{i}", x)
+        x = self.ln_post(x)
+        if collect:
+            collect("encoder.ln_post", x)
+        return x
 
 
 def select_positions(x: Tensor, positions: tuple[int, ...] | None) -> Tensor:
-    """x (B, T, C) at the given positions (all of them for None): what the decoder projects onto the vocabulary.
-
-    The projection of a whole prompt is most of the first step's time (a 224-token prompt: 142 ms, 39 ms for
-    its last position alone), and a decode needs two of its rows."""
+    """x (B, T, C) at the given positions (all of them for None): what the decoder projects onto the
+    vocabulary. A decode needs two rows of a prompt's projection (no-speech and the last), and projecting the
+    whole prompt would cost most of the first step."""
     if positions is None:
         return x
     if tuple(positions) == (-1,):
@@ -282,46 +295,41 @@ class TextDecoder(nn.Module):
             [ResidualAttentionBlock(n_state, n_head, cross_attention=True) for _ in range(n_layer)]
         )
         self.ln = LayerNorm(n_state)
-        self._output_packed = PackedWeight()  # the output projection's packed weight
+        self.ops: Ops = TORCH_OPS
 
     def cross_kv(self, audio_features: Tensor) -> tuple[Tensor, Tensor]:
-        """Every layer's cross-attention K/V of the windows: two (L, N, H, S, D) tensors.
-
-        Kept in fp32 on CPU whatever the model's dtype: decode steps attend over them in fp32 (see `attend`).
-        """
+        """Every layer's cross-attention K/V of the windows: two (L, N, H, S, D) tensors."""
         ks, vs = zip(*(block.cross_attn.project_kv(audio_features) for block in self.blocks))
-        k, v = torch.stack(ks), torch.stack(vs)
-        if k.device.type == "cpu":
-            k, v = k.float(), v.float()
-        return k, v
+        dtype = self.ops.cross_kv_dtype(self.token_embedding.weight.dtype)
+        return torch.stack(ks).to(dtype), torch.stack(vs).to(dtype)
 
     def forward(
         self,
         tokens: Tensor,
         cache: KVCache,
         *,
-        last_only: bool = False,
         positions: tuple[int, ...] | None = None,
         want_qk: bool = False,
-        compile: bool = False,
+        collect: Collect | None = None,
+        step: Callable | None = None,
     ) -> tuple[Tensor, list[Tensor] | None]:
         """Decode T new tokens (B, T) at `cache.position`, writing their K/V into the cache.
 
         Returns logits (B, T, n_vocab) in fp32, and with want_qk the cross-attention scores of every layer,
         each (B, H, T, S). Only some positions are projected onto the vocabulary with `positions` (indices
-        into the T fed tokens, negative from the end: logits (B, len(positions), n_vocab)); `last_only` is
-        `positions=(-1,)`. The cache must hold cross K/V. With compile, `decode_at` runs through
-        `torch.compile` (see compiled.py).
+        into the T fed tokens, negative from the end: logits (B, len(positions), n_vocab)). The cache must
+        hold cross K/V. `step` replaces `decode_at` (a compiled copy of it, decoding/compiled.py).
         """
         if not cache.has_cross:
             raise RuntimeError("KV cache has no cross-attention K/V: call fill_cross first")
         position, T = cache.position, tokens.shape[1]
         if position + T > self.positional_embedding.shape[0]:
             raise ValueError(f"decoder context is {self.positional_embedding.shape[0]} tokens")
-        run = compiled(TextDecoder.decode_at) if compile else TextDecoder.decode_at
         kv = (cache.self_k, cache.self_v, cache.cross_k, cache.cross_v)
-        positions = (-1,) if last_only else positions
-        logits, qks = run(self, tokens, position, *kv, positions, want_qk)
+        if step is not None:
+            logits, qks = step(self, tokens, position, *kv, positions, want_qk)
+        else:
+            logits, qks = self.decode_at(tokens, position, *kv, positions, want_qk, collect)
         cache.advance(T)
         return logits, qks
 
@@ -335,34 +343,36 @@ class TextDecoder(nn.Module):
         cross_v: Tensor,
         positions: tuple[int, ...] | None = None,
         want_qk: bool = False,
+        collect: Collect | None = None,
     ) -> tuple[Tensor, list[Tensor] | None]:
-        """`forward` on the cache's tensors (L, ...) and an int position: plain arguments, so it compiles."""
+        """`forward` on the cache's tensors (L, ...) and an int position: plain arguments, so it compiles.
+        `collect` sees the last fed position of each stage (the one whose logits choose the next token)."""
         x = self.embed(tokens, position)
+        if collect:
+            collect("decoder.embedding", x[:, -1])
         qks = [] if want_qk else None
         for i, block in enumerate(self.blocks):
             x, qk = block.decode(x, LayerKV(self_k[i], self_v[i], cross_k[i], cross_v[i]), position, want_qk)
+            if collect:
+                collect(f"decoder.blocks.{i}", x[:, -1])
             if want_qk:
                 qks.append(qk)
         x = self.ln(select_positions(x, positions))
+        if collect:
+            collect("decoder.ln", x[:, -1])
         return self.project(x), qks  # output tied to the token embedding
 
     def embed(self, tokens: Tensor, position: int) -> Tensor:
-        """Token + position embedding of tokens (B, T) at `position`: the residual stream, (B, T, C).
-
-        On CPU it is kept in fp32 whatever the weights' dtype: each linear layer takes its input in its own
-        dtype and the residual adds stay in fp32, so a bf16 model's decoder rounds only inside the blocks
-        (its greedy tokens agree with fp32's more often; benchmarks/RESULTS.md). Elsewhere, the model's dtype.
-        """
+        """Token + position embedding of tokens (B, T) at `position`: the residual stream, (B, T, C), in
+        `ops.residual_dtype` (each Linear casts its input to its own dtype)."""
         T = tokens.shape[1]
         x, pos = self.token_embedding(tokens), self.positional_embedding[position : position + T]
-        if x.device.type == "cpu":
-            return x.float() + pos.float()
-        return x + pos
+        dtype = self.ops.residual_dtype(x.dtype)
+        return x.to(dtype) + pos.to(dtype)
 
     def project(self, x: Tensor) -> Tensor:
-        """Logits in fp32: x (..., n_state) times the token embedding transposed (packed on CPU, see packed.py)."""
-        w = self.token_embedding.weight
-        return packed_linear(x, w, None, self._output_packed).float()
+        """Logits in fp32: x (..., n_state) times the token embedding transposed."""
+        return self.ops.project(x, self.token_embedding.weight).float()
 
 
 class Whisper(nn.Module):
@@ -435,10 +445,25 @@ class Whisper(nn.Module):
         self.alignment_heads = self.alignment_heads.bool()
         return self
 
+    def use_ops(self, ops: Ops) -> Whisper:
+        """Hand every module `ops` (the seam of the module docstring); `TORCH_OPS` restores plain torch."""
+        for m in self.modules():
+            if isinstance(m, (MultiHeadAttention, TextDecoder)):
+                m.ops = ops
+        return self
+
+    def use_plain(self) -> Whisper:
+        """This file's network alone: every Linear layer of this class (same parameters) and `TORCH_OPS`."""
+        for module in list(self.modules()):
+            for name, child in module.named_children():
+                if isinstance(child, nn.Linear) and type(child) is not Linear:
+                    setattr(module, name, Linear.adopt(child))
+        return self.use_ops(TORCH_OPS)
+
     # -- forward pieces -----------------------------------------------------------------------------------
-    def embed_audio(self, mel: Tensor) -> Tensor:
+    def embed_audio(self, mel: Tensor, collect: Collect | None = None) -> Tensor:
         """mel (N, n_mels, 3000) -> audio features (N, n_audio_ctx, n_audio_state)."""
-        return self.encoder(mel.to(device=self.device, dtype=self.dtype))
+        return self.encoder(mel.to(device=self.device, dtype=self.dtype), collect)
 
     def new_cache(self, batch: int, capacity: int | None = None) -> KVCache:
         d = self.dims
@@ -454,55 +479,28 @@ class Whisper(nn.Module):
 
     def fill_cross(self, cache: KVCache, audio_features: Tensor) -> None:
         """Compute the cross-attention K/V of the windows once and store them in the cache."""
-        cache.set_cross(*self.decoder.cross_kv(audio_features))
+        cache.set_cross(*self.decoder.cross_kv(audio_features.to(self.device, self.dtype)))
+
+    def decoder_pass(
+        self,
+        tokens: Tensor,
+        audio_features: Tensor,
+        *,
+        positions: tuple[int, ...] | None = None,
+        want_qk: bool = False,
+    ) -> tuple[Tensor, list[Tensor] | None]:
+        """One decoder pass over whole token sequences (B, T) in a fresh cache of exactly T positions:
+        language detection, word alignment and inspection. Returns `TextDecoder.forward`'s (logits, qks)."""
+        cache = self.new_cache(tokens.shape[0], tokens.shape[1])
+        self.fill_cross(cache, audio_features)
+        return self.decoder(tokens.to(self.device), cache, positions=positions, want_qk=want_qk)
 
     def logits(self, tokens: Tensor, audio_features: Tensor) -> Tensor:
         """Uncached convenience: logits (B, T, n_vocab) of a whole token sequence over the windows."""
-        cache = self.new_cache(tokens.shape[0], tokens.shape[1])
-        self.fill_cross(cache, audio_features)
-        return self.decoder(tokens.to(self.device), cache)[0]
+        return self.decoder_pass(tokens, audio_features)[0]
 
     def forward(self, mel: Tensor, tokens: Tensor) -> Tensor:
         return self.logits(tokens, self.embed_audio(mel))
-
-    # -- high-level API (decoding.py, transcribe.py) -------------------------------------------------------
-    def detect_language(self, mel_or_features: Tensor, tokenizer: Tokenizer | None = None):
-        from .decoding import detect_language
-
-        return detect_language(self, mel_or_features, tokenizer)
-
-    def decode(self, mel: Tensor, options=None, **kwargs):
-        from .decoding import decode
-
-        return decode(self, mel, options, **kwargs)
-
-    def decode_session(
-        self,
-        audio_or_mel,
-        options=None,
-        *,
-        top_k: int = 5,
-        window: int | None = None,
-        record_activations: bool = False,
-        record_attention: bool = False,
-    ):
-        """A step-through decode of one window (see session.py): step, rewind, force, inspect."""
-        from .session import decode_session
-
-        return decode_session(
-            self,
-            audio_or_mel,
-            options,
-            top_k=top_k,
-            window=window,
-            record_activations=record_activations,
-            record_attention=record_attention,
-        )
-
-    def transcribe(self, audio, **kwargs):
-        from .transcribe import transcribe
-
-        return transcribe(self, audio, **kwargs)
 
     def extra_repr(self) -> str:
         return f"name={self.name!r}, dims={self.dims}"

@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..audio import HOP_LENGTH, N_FRAMES, SAMPLE_RATE
-from .timing import Word, words_from_dicts
+from ..timing import Word, words_from_dicts
 
 if TYPE_CHECKING:
-    from .decoding import DecodingResult
+    from ..decoding import DecodingResult
 
 # ---------------------------------------------------------------------------------------------------------
 # results

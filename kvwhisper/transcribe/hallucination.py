@@ -15,8 +15,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from ..audio import FRAMES_PER_SECOND
-from ..output import get_end
 from .segments import Draft, Window
+from .writers import get_end
 
 PUNCTUATION = "\"'“¿([{-\"'.。,，!！?？:：”)]}、"  # words that do not count in hallucination scores
 

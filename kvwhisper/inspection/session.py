@@ -41,9 +41,10 @@ from ..audio import (
     log_mel_spectrogram,
     pad_or_trim,
 )
-from .choosers import BeamSearchChooser
-from .decoding import DecodeState, DecodingOptions, DecodingResult, DecodingTask, StepOutput
-from .inspect import (
+from ..decoding.choosers import BeamSearchChooser
+from ..decoding.logits import ApplyTimestampRules
+from ..decoding.loop import DecodeState, DecodingOptions, DecodingResult, DecodingTask, StepOutput
+from .activations import (
     StatsRunner,
     attention_weights,
     cross_attention_map,
@@ -51,8 +52,7 @@ from .inspect import (
     head_mask,
     mean_over_heads,
 )
-from .logits import ApplyTimestampRules
-from .trace import (
+from .records import (
     Candidate,
     Hypothesis,
     StepTrace,
@@ -61,7 +61,7 @@ from .trace import (
 )
 
 if TYPE_CHECKING:
-    from .model import Whisper
+    from ..model import Whisper
 
 SECONDS_PER_AUDIO_POSITION = CHUNK_LENGTH / 1500  # 0.02 s per encoder position
 
@@ -278,7 +278,7 @@ class DecodeSession:
             if not cache.has_cross:
                 self.model.fill_cross(cache, runner.audio_features)
             with torch.no_grad():
-                self.model.decoder(self.state.tokens[:, :position], cache, last_only=True)
+                self.model.decoder(self.state.tokens[:, :position], cache, positions=(-1,))
 
     def _force_rows(self, force) -> Tensor:
         if self.is_beam_search:

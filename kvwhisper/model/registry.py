@@ -22,8 +22,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .. import cpu
 from .checkpoints import READERS, Checkpoint, ModelLoadError, detect_format
-from .model import LayerNorm, Whisper
+from .network import LayerNorm, Whisper
 
 _URL = "https://openaipublic.azureedge.net/main/whisper/models"
 # the official checkpoints: name -> (sha256, file name); the URL is _URL/sha256/file
@@ -129,6 +130,7 @@ def load_model(
     """Load a Whisper model by name ("tiny.en", "base", ...) or from a checkpoint file/folder.
 
     device: default "cuda" when available, else "cpu". dtype: default fp16 on CUDA, fp32 on CPU; "bf16" selectable.
+    On the CPU the model gets kvwhisper.cpu's packed weights and kernels (`model.use_plain()` removes them).
     Raises ModelLoadError (missing, truncated, wrong shapes, unknown format, tokenizer mismatch).
     """
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -143,8 +145,8 @@ def load_model(
         raise ModelLoadError(
             f"{name_or_path}: no such file or folder, and not a model name (names: {', '.join(available_models())})"
         )
-    model = build_model(READERS[detect_format(source)](source), source, dtype, model_name)
-    return model.to(device)
+    model = build_model(READERS[detect_format(source)](source), source, dtype, model_name).to(device)
+    return cpu.accelerate(model) if device.type == "cpu" else model
 
 
 def build_model(ckpt: Checkpoint, source: Path, dtype: torch.dtype, model_name: str | None = None) -> Whisper:

@@ -41,16 +41,16 @@ from ..audio import (
     pad_or_trim,
     whole_file_mel,
 )
-from ..output import format_timestamp, get_end, make_safe
+from ..decoding import DecodingOptions, DecodingResult, task_tokenizer
+from ..timing import APPEND_PUNCTUATIONS, PREPEND_PUNCTUATIONS, Word, add_word_timestamps
 from ..tokenizer import LANGUAGES
-from .decoding import DecodingOptions, DecodingResult, task_tokenizer
 from .hallucination import RepeatGuard, skip_hallucinations
 from .segments import Draft, Segment, TranscriptionResult, Window, WindowCut, cut_window
-from .timing import APPEND_PUNCTUATIONS, PREPEND_PUNCTUATIONS, Word, add_word_timestamps
+from .writers import format_timestamp, get_end, make_safe
 
 if TYPE_CHECKING:
+    from ..model import Whisper
     from ..tokenizer import Tokenizer
-    from .model import Whisper
 
 DEFAULT_TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 

@@ -259,16 +259,26 @@ def fused_linear(
     return list(y.split([w.shape[0] for w in weights], dim=-1))
 
 
-class Linear(nn.Linear):
-    """`nn.Linear` (same parameters, same names) that multiplies through its packed weight where it applies.
-
-    `forward(x, gelu=True)` applies GELU to the result and `forward(x, add=r)` returns `r + linear(x)`, each
-    fused into the product on the packed path.
-    """
+class PackedLinear(nn.Linear):
+    """A Linear layer of the network (same parameters, same names) that multiplies through its packed weight
+    where it applies: `forward(x, gelu=True)` and `forward(x, add=r)` take the network's `Linear` arguments and
+    fuse them into the product. `stacked` holds the packed copy of a group of layers multiplied as one (the
+    q/k/v projections, see ops.py), kept on the group's first layer."""
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True):
         super().__init__(in_features, out_features, bias=bias)
         self.packed = PackedWeight()
+        self.stacked = PackedWeight()
+
+    @classmethod
+    def adopt(cls, layer: nn.Linear) -> PackedLinear:
+        """A PackedLinear holding `layer`'s own parameters (no copy)."""
+        new = cls.__new__(cls)
+        nn.Module.__init__(new)
+        new.in_features, new.out_features = layer.in_features, layer.out_features
+        new.weight, new.bias = layer.weight, layer.bias
+        new.packed, new.stacked = PackedWeight(), PackedWeight()
+        return new
 
     def forward(self, x: Tensor, *, gelu: bool = False, add: Tensor | None = None) -> Tensor:
         return linear(x, self.weight, self.bias, self.packed, gelu=gelu, add=add)

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .load import SAMPLE_RATE, AudioSource, load_audio
+from .files import SAMPLE_RATE, AudioSource, load_audio
 
 N_FFT = 400  # 25 ms STFT window at 16 kHz
 HOP_LENGTH = 160  # 10 ms between STFT frames

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from torch import Tensor
 
-from .logits import ApplyTimestampRules, LogitsProcessor
+from ..decoding.logits import ApplyTimestampRules, LogitsProcessor
 
 if TYPE_CHECKING:
     from ..tokenizer import Tokenizer

@@ -25,11 +25,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..audio import HOP_LENGTH, SAMPLE_RATE, TOKENS_PER_SECOND
+from .audio import HOP_LENGTH, SAMPLE_RATE, TOKENS_PER_SECOND
 
 if TYPE_CHECKING:
-    from ..tokenizer import Tokenizer
     from .model import Whisper
+    from .tokenizer import Tokenizer
 
 PREPEND_PUNCTUATIONS = "\"'“¿([{-"  # merged into the following word
 APPEND_PUNCTUATIONS = "\"'.。,，!！?？:：”)]}、"  # merged into the preceding word
@@ -191,9 +191,7 @@ def find_alignment(
     tokens = torch.tensor([*tokenizer.sot_sequence, tokenizer.no_timestamps, *text_tokens, tokenizer.eot])
     tokens = tokens.to(model.device)
     features = audio_features if audio_features.ndim == 3 else audio_features[None]
-    cache = model.new_cache(1, tokens.shape[0])
-    model.fill_cross(cache, features.to(model.device, model.dtype))
-    logits, qks = model.decoder(tokens[None], cache, want_qk=True)
+    logits, qks = model.decoder_pass(tokens[None], features, want_qk=True)
 
     token_probs = logits[0, sot_len:, : tokenizer.eot].float().softmax(dim=-1)
     text_token_probs = token_probs[np.arange(len(text_tokens)), text_tokens].tolist()

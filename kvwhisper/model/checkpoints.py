@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .model import ModelDims
+from .network import ModelDims
 
 
 class ModelLoadError(RuntimeError):
@@ -431,7 +431,7 @@ def _read_json(path: Path) -> dict:
 
 
 def _reference_names(dims: ModelDims) -> list[str]:
-    from .model import Whisper
+    from .network import Whisper
 
     with torch.device("meta"):
         return list(Whisper(dims).state_dict().keys())

@@ -1,0 +1,16 @@
+"""The network and its weights: dimensions, encoder and decoder, the KV cache, checkpoint formats, loading."""
+
+from .checkpoints import ModelLoadError
+from .kv_cache import CACHE_MODES, KVCache
+from .network import ModelDims, Whisper
+from .registry import available_models, load_model
+
+__all__ = [
+    "CACHE_MODES",
+    "KVCache",
+    "ModelDims",
+    "ModelLoadError",
+    "Whisper",
+    "available_models",
+    "load_model",
+]
