@@ -376,7 +376,7 @@ def profile_kvwhisper(model_name: str, dtype: str, beam_size: int, threads: int,
         (decoding.DecodingTask, "finish", "ranking + text of each decode"),
         (decoding.DecodingTask, "step", "decode steps"),
     ]
-    mel_owner = transcribe_mod if hasattr(transcribe_mod, "whole_file_mel") else None
+    mel_owner = importlib.import_module("kvwhisper.audio.features")
     try:
         for cls, attr, label in parts:
             timers.wrap(cls, attr, label)

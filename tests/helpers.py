@@ -103,49 +103,21 @@ def _ct2_string(s: str) -> bytes:
 
 
 def _ct2_variables(model: Whisper) -> dict:
-    """CTranslate2 names -> tensors, with fused [q; k; v] / [k; v] projections (key bias zeros)."""
+    """CTranslate2 names -> tensors (the loader's `ct2_layout`), with fused [q; k; v] / [k; v] projections
+    (key bias zeros)."""
+    from kvwhisper.model.checkpoints import ct2_layout
+
     s = {k: v.detach().float() for k, v in model.state_dict().items()}
-    d = model.dims
     out = {}
-
-    def lin(dst, src, bias=True):
-        out[f"{dst}/weight"] = s[f"{src}.weight"]
-        if bias:
-            out[f"{dst}/bias"] = s[f"{src}.bias"]
-
-    def norm(dst, src):
-        out[f"{dst}/gamma"], out[f"{dst}/beta"] = s[f"{src}.weight"], s[f"{src}.bias"]
-
-    def fused(dst, srcs):
-        out[f"{dst}/weight"] = torch.cat([s[f"{p}.weight"] for p in srcs])
-        out[f"{dst}/bias"] = torch.cat(
-            [s[f"{p}.bias"] if f"{p}.bias" in s else torch.zeros(s[f"{p}.weight"].shape[0]) for p in srcs]
-        )
-
-    for side, n in (("encoder", d.n_audio_layer), ("decoder", d.n_text_layer)):
-        for i in range(n):
-            src, dst = f"{side}.blocks.{i}", f"{side}/layer_{i}"
-            norm(f"{dst}/self_attention/layer_norm", f"{src}.attn_ln")
-            fused(
-                f"{dst}/self_attention/linear_0",
-                [f"{src}.attn.query", f"{src}.attn.key", f"{src}.attn.value"],
-            )
-            lin(f"{dst}/self_attention/linear_1", f"{src}.attn.out")
-            if side == "decoder":
-                norm(f"{dst}/attention/layer_norm", f"{src}.cross_attn_ln")
-                lin(f"{dst}/attention/linear_0", f"{src}.cross_attn.query")
-                fused(f"{dst}/attention/linear_1", [f"{src}.cross_attn.key", f"{src}.cross_attn.value"])
-                lin(f"{dst}/attention/linear_2", f"{src}.cross_attn.out")
-            norm(f"{dst}/ffn/layer_norm", f"{src}.mlp_ln")
-            lin(f"{dst}/ffn/linear_0", f"{src}.mlp.0")
-            lin(f"{dst}/ffn/linear_1", f"{src}.mlp.2")
-    lin("encoder/conv1", "encoder.conv1")
-    lin("encoder/conv2", "encoder.conv2")
-    out["encoder/position_encodings/encodings"] = s["encoder.positional_embedding"]
-    norm("encoder/layer_norm", "encoder.ln_post")
-    out["decoder/embeddings/weight"] = s["decoder.token_embedding.weight"]
-    out["decoder/position_encodings/encodings"] = s["decoder.positional_embedding"]
-    norm("decoder/layer_norm", "decoder.ln")
+    for kind, dst, src in ct2_layout(model.dims):
+        if kind == "tensor":
+            out[dst] = s[src[0]]
+        elif kind == "norm":
+            out[f"{dst}/gamma"], out[f"{dst}/beta"] = s[f"{src[0]}.weight"], s[f"{src[0]}.bias"]
+        else:
+            out[f"{dst}/weight"] = torch.cat([s[f"{p}.weight"] for p in src])
+            biases = [s.get(f"{p}.bias", torch.zeros(s[f"{p}.weight"].shape[0])) for p in src]
+            out[f"{dst}/bias"] = torch.cat(biases)
     return out
 
 

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .network import ModelDims
+from .dims import ModelDims
 
 
 class ModelLoadError(RuntimeError):
@@ -349,53 +349,69 @@ def _ct2_dims(v: dict[str, Tensor], config: dict, path: Path) -> ModelDims:
         raise ModelLoadError(f"{path}: missing variable {e}: not a CTranslate2 Whisper model") from e
 
 
-def _ct2_state(v: dict[str, Tensor], dims: ModelDims, path: Path) -> dict[str, Tensor]:
-    w = lambda name: _ct2_weight(v, name, path)  # noqa: E731
-    s: dict[str, Tensor] = {}
+def ct2_layout(dims: ModelDims) -> list[tuple[str, str, tuple[str, ...]]]:
+    """The CTranslate2 Whisper layout, one entry per CTranslate2 variable group: (kind, its name, our names).
 
-    def linear(dst: str, src: str, bias: bool = True):
-        s[f"{dst}.weight"] = w(f"{src}/weight")
-        if bias:
-            s[f"{dst}.bias"] = w(f"{src}/bias")
-
-    def norm(dst: str, src: str):
-        s[f"{dst}.weight"], s[f"{dst}.bias"] = w(f"{src}/gamma"), w(f"{src}/beta")
-
-    def split(dst: list[str], src: str, n_state: int):
-        """A fused projection: rows [q; k; v] (or [k; v]); the key has no bias (its part is zeros)."""
-        weights = w(f"{src}/weight").split(n_state)
-        biases = w(f"{src}/bias").split(n_state)
-        for name, wt, b in zip(dst, weights, biases):
-            s[f"{name}.weight"] = wt
-            if not name.endswith(".key"):
-                s[f"{name}.bias"] = b
-
+    kind: "linear" (`/weight`, `/bias` <- `.weight`, `.bias`), "norm" (`/gamma`, `/beta`), "fused" (a projection
+    stacked along its outputs, [q; k; v] or [k; v]; the key has no bias and its part of `/bias` is zeros),
+    "tensor" (the variable itself <- our parameter of the same meaning). Read by the loader, and by anything
+    that writes the layout (the tests' writer)."""
+    layout = []
     for side, n_layer in (("encoder", dims.n_audio_layer), ("decoder", dims.n_text_layer)):
-        n = dims.n_audio_state if side == "encoder" else dims.n_text_state
         for i in range(n_layer):
             src, dst = f"{side}/layer_{i}", f"{side}.blocks.{i}"
-            norm(f"{dst}.attn_ln", f"{src}/self_attention/layer_norm")
-            split(
-                [f"{dst}.attn.query", f"{dst}.attn.key", f"{dst}.attn.value"],
-                f"{src}/self_attention/linear_0",
-                n,
-            )
-            linear(f"{dst}.attn.out", f"{src}/self_attention/linear_1")
+            layout += [
+                ("norm", f"{src}/self_attention/layer_norm", (f"{dst}.attn_ln",)),
+                (
+                    "fused",
+                    f"{src}/self_attention/linear_0",
+                    tuple(f"{dst}.attn.{p}" for p in ("query", "key", "value")),
+                ),
+                ("linear", f"{src}/self_attention/linear_1", (f"{dst}.attn.out",)),
+            ]
             if side == "decoder":
-                norm(f"{dst}.cross_attn_ln", f"{src}/attention/layer_norm")
-                linear(f"{dst}.cross_attn.query", f"{src}/attention/linear_0")
-                split([f"{dst}.cross_attn.key", f"{dst}.cross_attn.value"], f"{src}/attention/linear_1", n)
-                linear(f"{dst}.cross_attn.out", f"{src}/attention/linear_2")
-            norm(f"{dst}.mlp_ln", f"{src}/ffn/layer_norm")
-            linear(f"{dst}.mlp.0", f"{src}/ffn/linear_0")
-            linear(f"{dst}.mlp.2", f"{src}/ffn/linear_1")
-    linear("encoder.conv1", "encoder/conv1")
-    linear("encoder.conv2", "encoder/conv2")
-    s["encoder.positional_embedding"] = w("encoder/position_encodings/encodings")
-    norm("encoder.ln_post", "encoder/layer_norm")
-    s["decoder.token_embedding.weight"] = w("decoder/embeddings/weight")
-    s["decoder.positional_embedding"] = w("decoder/position_encodings/encodings")
-    norm("decoder.ln", "decoder/layer_norm")
+                layout += [
+                    ("norm", f"{src}/attention/layer_norm", (f"{dst}.cross_attn_ln",)),
+                    ("linear", f"{src}/attention/linear_0", (f"{dst}.cross_attn.query",)),
+                    (
+                        "fused",
+                        f"{src}/attention/linear_1",
+                        (f"{dst}.cross_attn.key", f"{dst}.cross_attn.value"),
+                    ),
+                    ("linear", f"{src}/attention/linear_2", (f"{dst}.cross_attn.out",)),
+                ]
+            layout += [
+                ("norm", f"{src}/ffn/layer_norm", (f"{dst}.mlp_ln",)),
+                ("linear", f"{src}/ffn/linear_0", (f"{dst}.mlp.0",)),
+                ("linear", f"{src}/ffn/linear_1", (f"{dst}.mlp.2",)),
+            ]
+    return layout + [
+        ("linear", "encoder/conv1", ("encoder.conv1",)),
+        ("linear", "encoder/conv2", ("encoder.conv2",)),
+        ("tensor", "encoder/position_encodings/encodings", ("encoder.positional_embedding",)),
+        ("norm", "encoder/layer_norm", ("encoder.ln_post",)),
+        ("tensor", "decoder/embeddings/weight", ("decoder.token_embedding.weight",)),
+        ("tensor", "decoder/position_encodings/encodings", ("decoder.positional_embedding",)),
+        ("norm", "decoder/layer_norm", ("decoder.ln",)),
+    ]
+
+
+def _ct2_state(v: dict[str, Tensor], dims: ModelDims, path: Path) -> dict[str, Tensor]:
+    """Our state dict from CTranslate2 variables (`ct2_layout`)."""
+    s: dict[str, Tensor] = {}
+    for kind, src, dst in ct2_layout(dims):
+        if kind == "tensor":
+            s[dst[0]] = _ct2_weight(v, src, path)
+        elif kind == "norm":
+            s[f"{dst[0]}.weight"] = _ct2_weight(v, f"{src}/gamma", path)
+            s[f"{dst[0]}.bias"] = _ct2_weight(v, f"{src}/beta", path)
+        else:  # linear, fused: the parts' rows in order
+            weight, bias = _ct2_weight(v, f"{src}/weight", path), _ct2_weight(v, f"{src}/bias", path)
+            n = weight.shape[0] // len(dst)
+            for name, w, b in zip(dst, weight.split(n), bias.split(n)):
+                s[f"{name}.weight"] = w
+                if not name.endswith(".key"):
+                    s[f"{name}.bias"] = b
     return s
 
 

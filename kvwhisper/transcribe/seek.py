@@ -3,8 +3,8 @@
 ``transcribe(model, audio, ...)`` follows openai-whisper's ``transcribe()`` (same options, defaults and
 decisions, so ``result.to_dict()`` equals the reference's result dict on the same weights), split into pieces:
 
-- ``whole_file_mel`` (kvwhisper.audio): the log-Mel spectrogram of the whole file plus 30 s of zeros,
-  computed once, in chunks (bit-identical to one whole-file STFT, without its memory peak); windows are slices of it.
+- ``MelWindows`` (kvwhisper.audio): the log-Mel spectrogram of the whole file plus 30 s of zeros, computed
+  once, in chunks (bit-identical to one whole-file STFT, without its memory peak), cut into windows.
 - ``decode_with_fallback`` + ``FallbackPolicy``: decode a window at each temperature in turn until the result
   is neither too repetitive (gzip compression ratio) nor too improbable (average log-probability), unless the
   window is judged silent; ``FallbackPolicy.is_silence`` is the no-speech skip.
@@ -38,8 +38,8 @@ from ..audio import (
     HOP_LENGTH,
     N_FRAMES,
     SAMPLE_RATE,
+    MelWindows,
     pad_or_trim,
-    whole_file_mel,
 )
 from ..decoding import DecodingOptions, DecodingResult, task_tokenizer
 from ..timing import APPEND_PUNCTUATIONS, PREPEND_PUNCTUATIONS, Word, add_word_timestamps
@@ -177,7 +177,7 @@ class SeekLoop:
     def __init__(
         self,
         model: Whisper,
-        mel: torch.Tensor,
+        windows: MelWindows,
         tokenizer: Tokenizer,
         options: DecodingOptions,
         policy: FallbackPolicy,
@@ -189,14 +189,14 @@ class SeekLoop:
         word_options: WordOptions | None = None,
         repeat_guard: RepeatGuard | None = None,
     ):
-        self.model, self.mel, self.tokenizer = model, mel, tokenizer
+        self.model, self.windows, self.tokenizer = model, windows, tokenizer
         self.repeat_guard = repeat_guard or RepeatGuard(None)
         self.options, self.policy, self.verbose = options, policy, verbose
         self.condition_on_previous_text = condition_on_previous_text
         self.carry_initial_prompt = carry_initial_prompt
         self.word_options = word_options  # None: no word timestamps
-        self.content_frames = mel.shape[-1] - N_FRAMES
-        self.content_duration = float(self.content_frames * HOP_LENGTH / SAMPLE_RATE)
+        self.content_frames = windows.content_frames
+        self.content_duration = windows.duration
         self.input_stride = N_FRAMES // model.dims.n_audio_ctx  # mel frames per audio token: 2
         self.time_precision = self.input_stride * HOP_LENGTH / SAMPLE_RATE  # seconds per timestamp step: 0.02
 
@@ -210,11 +210,6 @@ class SeekLoop:
         self.last_speech_timestamp = 0.0
 
     # -- pieces ---------------------------------------------------------------------------------------------
-    def window_mel(self, seek: int, clip_end: int) -> tuple[torch.Tensor, int]:
-        """The encoder input at ``seek`` (zero-padded to N_FRAMES) and its content frames."""
-        segment_size = min(N_FRAMES, self.content_frames - seek, clip_end - seek)
-        return pad_or_trim(self.mel[:, seek : seek + segment_size], N_FRAMES), segment_size
-
     def prompt(self) -> list[int]:
         """The previous text fed after <|startofprev|> (with the initial prompt first when it is carried)."""
         if self.carry_initial_prompt:
@@ -307,7 +302,10 @@ class SeekLoop:
     # -- the loop -------------------------------------------------------------------------------------------
     def step(self, seek: int, clip_end: int) -> int:
         """Decode the window at ``seek``; returns the next seek (always > seek)."""
-        mel_segment, segment_size = self.window_mel(seek, clip_end)
+        mel_segment, segment_size = (
+            self.windows.window(seek, clip_end),
+            self.windows.segment_size(seek, clip_end),
+        )
         window = Window(seek, segment_size)
         result = decode_with_fallback(
             self.model, mel_segment, replace(self.options, prompt=self.prompt()), self.policy
@@ -376,6 +374,17 @@ def _language(model: Whisper, mel: torch.Tensor, language: str | None, verbose: 
     return detected
 
 
+def _window_options(decode_options: dict) -> dict:
+    """transcribe()'s DecodingOptions fields, less `fp16` (the dtype was chosen at load); transcribe() sets
+    the temperature and the prompt of each window itself."""
+    decode_options = dict(decode_options)
+    decode_options.pop("fp16", None)
+    for key in ("temperature", "prompt"):
+        if key in decode_options:
+            raise TypeError(f"{key!r} is set by transcribe() itself")
+    return decode_options
+
+
 def transcribe(
     model: Whisper,
     audio: Any,
@@ -422,21 +431,13 @@ def transcribe(
 
     Returns a TranscriptionResult; ``.to_dict()`` is the reference's result dict.
     """
-    decode_options = dict(decode_options)
-    decode_options.pop("fp16", None)
-    for key in ("temperature", "prompt"):
-        if key in decode_options:
-            raise TypeError(f"{key!r} is set by transcribe() itself")
+    decode_options = _window_options(decode_options)
     temperatures = (temperature,) if np.ndim(temperature) == 0 else tuple(temperature)
-    policy = FallbackPolicy(
-        tuple(float(t) for t in temperatures),
-        compression_ratio_threshold,
-        logprob_threshold,
-        no_speech_threshold,
-    )
+    thresholds = (compression_ratio_threshold, logprob_threshold, no_speech_threshold)
+    policy = FallbackPolicy(tuple(float(t) for t in temperatures), *thresholds)
 
-    mel = whole_file_mel(audio, model.dims.n_mels)
-    language = _language(model, mel, decode_options.get("language"), verbose)
+    windows = MelWindows(audio, model.dims.n_mels)
+    language = _language(model, windows.mel, decode_options.get("language"), verbose)
     options = DecodingOptions(**{**decode_options, "language": language})
     tokenizer = task_tokenizer(model, language, options.task)
     if word_timestamps and options.task == "translate":
@@ -447,7 +448,7 @@ def transcribe(
         word_options = WordOptions(prepend_punctuations, append_punctuations, hallucination_silence_threshold)
     loop = SeekLoop(
         model,
-        mel,
+        windows,
         tokenizer,
         options,
         policy,
