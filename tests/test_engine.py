@@ -708,3 +708,26 @@ def test_compiled_step_gives_the_eager_tokens(model, mels):
     for a, b in zip(eager, compiled):
         assert a.tokens == b.tokens
         assert math.isclose(a.avg_logprob, b.avg_logprob, abs_tol=1e-4)
+
+
+@pytest.mark.slow
+def test_plain_network_gives_the_accelerated_tokens(jfk_path):
+    """load_model on CPU applies kvwhisper.cpu (packed Linear layers, CPUOps); `use_plain()` runs the network
+    as plain torch: the same greedy and beam tokens, log-probs to fp32 rounding."""
+    import kvwhisper
+    from kvwhisper.cpu import CPUOps, PackedLinear
+    from kvwhisper.model.network import TORCH_OPS, Linear
+
+    model = kvwhisper.load_model("tiny.en", device="cpu")
+    mel = kvwhisper.log_mel_spectrogram(kvwhisper.pad_or_trim(kvwhisper.load_audio(jfk_path)))
+    assert isinstance(model.decoder.ops, CPUOps) and isinstance(model.decoder.blocks[0].mlp[0], PackedLinear)
+    accelerated = [model.decode(mel, beam_size=b) for b in (None, 5)]
+    names = [n for n, _ in model.named_parameters()]
+    model.use_plain()
+    assert model.decoder.ops is TORCH_OPS and model.encoder.blocks[0].attn.ops is TORCH_OPS
+    assert all(type(m) is Linear for m in model.modules() if isinstance(m, torch.nn.Linear))
+    assert [n for n, _ in model.named_parameters()] == names  # the same parameters under the same names
+    plain = [model.decode(mel, beam_size=b) for b in (None, 5)]
+    for a, p in zip(accelerated, plain):
+        assert a.tokens == p.tokens and a.text == p.text
+        assert abs(a.avg_logprob - p.avg_logprob) < 1e-4

@@ -121,3 +121,39 @@ def test_module_and_function_sizes(path):
         and node.name not in PARSER_FUNCTIONS
     ]
     assert not long, f"{path.name}: " + ", ".join(long)
+
+
+# the README's "Layout" list: each package imports only those before it (and itself)
+LAYERS = [
+    "audio",
+    "tokenizer",
+    "cpu",
+    "model",
+    "decoding",
+    "timing",
+    "transcribe",
+    "inspection",
+    "normalizers",
+    "utils",
+    "cli",
+    "__main__",  # python -m kvwhisper
+]
+
+
+def layer_of(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else ""  # "" is the package's facade (kvwhisper/__init__.py)
+
+
+def test_each_layer_imports_only_the_layers_before_it():
+    rank = {name: i for i, name in enumerate(LAYERS)}
+    graph = import_graph()
+    assert {layer_of(m) for m in graph} - {""} <= set(LAYERS), "a package missing from LAYERS"
+    upward = [
+        f"{m} -> {t}"
+        for m, targets in graph.items()
+        if layer_of(m)
+        for t in targets
+        if layer_of(t) and rank[layer_of(t)] > rank[layer_of(m)]
+    ]
+    assert not upward, "imports of a later layer: " + ", ".join(upward)
