@@ -265,19 +265,16 @@ class PackedLinear(nn.Linear):
     fuse them into the product. `stacked` holds the packed copy of a group of layers multiplied as one (the
     q/k/v projections, see ops.py), kept on the group's first layer."""
 
-    def __init__(self, in_features: int, out_features: int, bias: bool = True):
-        super().__init__(in_features, out_features, bias=bias)
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, device=None, dtype=None):
+        super().__init__(in_features, out_features, bias=bias, device=device, dtype=dtype)
         self.packed = PackedWeight()
         self.stacked = PackedWeight()
 
     @classmethod
     def adopt(cls, layer: nn.Linear) -> PackedLinear:
         """A PackedLinear holding `layer`'s own parameters (no copy)."""
-        new = cls.__new__(cls)
-        nn.Module.__init__(new)
-        new.in_features, new.out_features = layer.in_features, layer.out_features
+        new = cls(layer.in_features, layer.out_features, bias=layer.bias is not None, device="meta")
         new.weight, new.bias = layer.weight, layer.bias
-        new.packed, new.stacked = PackedWeight(), PackedWeight()
         return new
 
     def forward(self, x: Tensor, *, gelu: bool = False, add: Tensor | None = None) -> Tensor:

@@ -77,9 +77,7 @@ class Linear(nn.Linear):
     @classmethod
     def adopt(cls, layer: nn.Linear) -> Linear:
         """A Linear holding `layer`'s own parameters (no copy): undoes a swapped-in subclass."""
-        new = cls.__new__(cls)
-        nn.Module.__init__(new)
-        new.in_features, new.out_features = layer.in_features, layer.out_features
+        new = cls(layer.in_features, layer.out_features, bias=layer.bias is not None, device="meta")
         new.weight, new.bias = layer.weight, layer.bias
         return new
 
