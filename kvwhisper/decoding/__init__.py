@@ -5,7 +5,7 @@ Names follow openai-whisper's `whisper.decoding` (`DecodingOptions`, `DecodingRe
 `PyTorchInference` have no counterpart: the decode loop owns an explicit KV cache (`DecoderRunner`).
 """
 
-from ..tokenizer import Tokenizer
+from ..tokenizer import Tokenizer, get_tokenizer
 from .choosers import (
     BeamSearchChooser,
     BeamSearchDecoder,
@@ -44,6 +44,7 @@ __all__ = [
     "compression_ratio",
     "decode",
     "detect_language",
+    "get_tokenizer",
     "rank_candidates",
     "task_tokenizer",
     "verify_options",
