@@ -41,7 +41,7 @@ LEFT_OUT: dict[str, dict[str, str]] = {
         "PyTorchInference": "the hook-based Inference; DecoderRunner feeds the decoder and reorders its cache",
     },
     "whisper.timing": {
-        "dtw_cuda": "a Triton kernel; dtw copies a CUDA tensor to the CPU (the cost is in the decoder, not DTW)",
+        "dtw_cuda": "a Triton kernel; dtw copies a CUDA tensor to the CPU and runs there",
     },
 }
 
