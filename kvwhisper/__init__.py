@@ -4,6 +4,8 @@ audio -> tokenizer -> model -> decoding -> timing -> transcribe (and, beside the
 The public names mirror openai-whisper's, so `import kvwhisper as whisper` works.
 """
 
+# submodules loaded with the package, as in openai-whisper (`import whisper; whisper.utils.get_writer(...)`)
+from . import timing, tokenizer, utils
 from .audio import AudioError, load_audio, log_mel_spectrogram, pad_or_trim
 from .decoding import DecodingOptions, DecodingResult, decode, detect_language
 from .inspection import decode_session
@@ -35,5 +37,8 @@ __all__ = [
     "load_model",
     "log_mel_spectrogram",
     "pad_or_trim",
+    "timing",
+    "tokenizer",
     "transcribe",
+    "utils",
 ]

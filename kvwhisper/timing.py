@@ -12,6 +12,10 @@ For the text tokens of one 30-second window:
 
 The DTW is numpy, vectorized over anti-diagonals (each cell depends only on the two previous anti-diagonals),
 with the reference's tie-breaking and cost precision, so the path equals ``whisper.timing.dtw_cpu``.
+
+The public functions take openai-whisper's arguments: ``find_alignment`` / ``add_word_timestamps`` take the
+window's mel (or its encoder output, to skip a second encoder pass), and ``add_word_timestamps`` takes the
+reference's segment dicts as well as segment objects.
 """
 
 from __future__ import annotations
@@ -26,10 +30,10 @@ import torch
 import torch.nn.functional as F
 
 from .audio import HOP_LENGTH, SAMPLE_RATE, TOKENS_PER_SECOND
+from .tokenizer import Tokenizer
 
 if TYPE_CHECKING:
     from .model import Whisper
-    from .tokenizer import Tokenizer
 
 PREPEND_PUNCTUATIONS = "\"'“¿([{-"  # merged into the following word
 APPEND_PUNCTUATIONS = "\"'.。,，!！?？:：”)]}、"  # merged into the preceding word
@@ -95,8 +99,16 @@ def median_filter(x: torch.Tensor, filter_width: int) -> torch.Tensor:
     return result
 
 
-def dtw(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Minimum-cost monotonic path through the cost matrix ``x`` (N, M): (row indices, column indices).
+def dtw(x: torch.Tensor | np.ndarray) -> np.ndarray:
+    """Minimum-cost monotonic path through the cost matrix ``x`` (N, M), a tensor on any device or an array:
+    (2, L) int64, row indices then column indices (``dtw_cpu``; tensors on CUDA are copied to the CPU)."""
+    if isinstance(x, torch.Tensor):
+        x = x.double().cpu().numpy()
+    return dtw_cpu(x)
+
+
+def dtw_cpu(x: np.ndarray) -> np.ndarray:
+    """Minimum-cost monotonic path through the cost matrix ``x`` (N, M): (2, L), row then column indices.
 
     Cells are filled one anti-diagonal at a time (i + j = k): each needs only the diagonals k - 1 and k - 2.
     Ties are broken as in the reference (diagonal only when strictly smaller than both, then up, else left)
@@ -123,8 +135,8 @@ def dtw(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return backtrace(trace)
 
 
-def backtrace(trace: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Walk the DTW trace back from the bottom-right corner: (row indices, column indices) in order."""
+def backtrace(trace: np.ndarray) -> np.ndarray:
+    """Walk the DTW trace back from the bottom-right corner: (2, L) int64, row indices then column indices."""
     trace = trace.copy()
     i, j = trace.shape[0] - 1, trace.shape[1] - 1
     trace[0, :] = 2
@@ -141,8 +153,7 @@ def backtrace(trace: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             j -= 1
         else:
             raise ValueError(f"unexpected DTW trace value {t} at ({i}, {j})")
-    result = np.array(path[::-1], dtype=np.int64).reshape(-1, 2)
-    return result[:, 0], result[:, 1]
+    return np.array(path[::-1], dtype=np.int64).reshape(-1, 2).T
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -169,12 +180,21 @@ def alignment_matrix(
     return weights.mean(dim=0)
 
 
+def _window_features(model: Whisper, mel: torch.Tensor) -> torch.Tensor:
+    """(1, n_audio_ctx, n_audio_state): the encoder output of one window, from its mel (n_mels, 3000) or from
+    that output itself, either one with or without a leading dimension of 1."""
+    x = mel if mel.ndim == 3 else mel[None]
+    if x.shape[-2:] == (model.dims.n_audio_ctx, model.dims.n_audio_state):
+        return x
+    return model.embed_audio(x)
+
+
 @torch.no_grad()
 def find_alignment(
     model: Whisper,
     tokenizer: Tokenizer,
     text_tokens: list[int],
-    audio_features: torch.Tensor,
+    mel: torch.Tensor,
     num_frames: int,
     *,
     medfilt_width: int = MEDFILT_WIDTH,
@@ -182,15 +202,16 @@ def find_alignment(
 ) -> list[WordTiming]:
     """Word timings (seconds from the window start) of ``text_tokens`` over one window.
 
-    audio_features: (1, n_audio_ctx, n_audio_state) or (n_audio_ctx, n_audio_state), the encoder output of
-    the window; num_frames: the window's mel frames that hold audio (the rest is padding).
+    mel: the window's log-mel (n_mels, 3000), or its encoder output (n_audio_ctx, n_audio_state), either one
+    optionally with a leading dimension of 1; num_frames: the window's mel frames that hold audio (the rest
+    is padding).
     """
     if len(text_tokens) == 0:
         return []
     sot_len = len(tokenizer.sot_sequence)
     tokens = torch.tensor([*tokenizer.sot_sequence, tokenizer.no_timestamps, *text_tokens, tokenizer.eot])
     tokens = tokens.to(model.device)
-    features = audio_features if audio_features.ndim == 3 else audio_features[None]
+    features = _window_features(model, mel)
     logits, qks = model.decoder_pass(tokens[None], features, want_qk=True)
 
     token_probs = logits[0, sot_len:, : tokenizer.eot].float().softmax(dim=-1)
@@ -295,12 +316,30 @@ def _fix_segment_edges(segment: TimedSegment, words: list[dict], clock: _WordClo
     clock.last_speech_timestamp = segment.end
 
 
+class _SegmentDict:
+    """A segment dict (the reference's form) read and written through attributes, as ``TimedSegment``."""
+
+    __slots__ = ("_segment",)
+
+    def __init__(self, segment: dict):
+        object.__setattr__(self, "_segment", segment)
+
+    def __getattr__(self, name: str):
+        try:
+            return self._segment[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def __setattr__(self, name: str, value) -> None:
+        self._segment[name] = value
+
+
 def add_word_timestamps(
     *,
-    segments: list[TimedSegment],
+    segments: list[TimedSegment] | list[dict],
     model: Whisper,
     tokenizer: Tokenizer,
-    audio_features: torch.Tensor,
+    mel: torch.Tensor,
     num_frames: int,
     prepend_punctuations: str = PREPEND_PUNCTUATIONS,
     append_punctuations: str = APPEND_PUNCTUATIONS,
@@ -309,14 +348,17 @@ def add_word_timestamps(
 ) -> None:
     """Set ``segment.words`` (dicts: word, start, end, probability) on the segments of one window.
 
+    segments: objects with seek, start, end, tokens and words, or the reference's dicts with those keys.
+    mel: the window's log-mel or its encoder output (see ``find_alignment``).
     Segment start / end may move to their first / last word (or the words to them), as in the reference.
     Word times are absolute seconds rounded to 10 ms.
     """
     if len(segments) == 0:
         return
+    segments = [_SegmentDict(s) if isinstance(s, dict) else s for s in segments]
     text_tokens_per_segment = [[t for t in segment.tokens if t < tokenizer.eot] for segment in segments]
     text_tokens = list(itertools.chain.from_iterable(text_tokens_per_segment))
-    alignment = find_alignment(model, tokenizer, text_tokens, audio_features, num_frames, **kwargs)
+    alignment = find_alignment(model, tokenizer, text_tokens, mel, num_frames, **kwargs)
 
     word_durations = np.array([t.end - t.start for t in alignment])
     word_durations = word_durations[word_durations.nonzero()]

@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import FrozenInstanceError
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -282,7 +283,7 @@ def _apply(processor, rows: list[list[int]], logits: torch.Tensor | None = None)
 
 
 def test_suppress_blank_only_at_first_sampled_position():
-    p = SuppressBlank([220, 50256], sample_begin=3)
+    p = SuppressBlank(SimpleNamespace(encode=lambda text: [220], eot=50256), sample_begin=3)
     logits = torch.zeros(2, 51864)
     tokens = torch.tensor([[1, 2, 3], [4, 5, 6]])
     p.apply(logits, tokens)
@@ -304,7 +305,9 @@ def _apply_any(p, logits):
 
 
 def _ts_rules(sample_begin=1, max_initial=None):
-    return ApplyTimestampRules(TB, EOT, NO_TS, sample_begin, max_initial)
+    return ApplyTimestampRules(
+        SimpleNamespace(timestamp_begin=TB, eot=EOT, no_timestamps=NO_TS), sample_begin, max_initial
+    )
 
 
 def test_timestamp_rule_first_token_is_timestamp_within_max_initial():

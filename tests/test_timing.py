@@ -175,7 +175,7 @@ def test_add_word_timestamps_equals_reference(models, tokenizers):
             segments=ours,
             model=model,
             tokenizer=tok,
-            audio_features=features,
+            mel=features,
             num_frames=3000,
             last_speech_timestamp=last_speech,
         )

@@ -1,7 +1,7 @@
 """Audio frontend: decoding to 16 kHz mono, Whisper's log-Mel features, and 30-second encoder windows.
 
 Names and behaviour follow openai-whisper's ``whisper.audio`` (``load_audio``, ``log_mel_spectrogram``,
-``pad_or_trim``, ``mel_filters`` and the constants), decoding with PyAV instead of the ffmpeg CLI.
+``pad_or_trim``, ``mel_filters``, ``exact_div`` and the constants), decoding with PyAV instead of the ffmpeg CLI.
 """
 
 from .features import (
@@ -15,6 +15,7 @@ from .features import (
     SUPPORTED_N_MELS,
     TOKENS_PER_SECOND,
     MelWindows,
+    exact_div,
     log_mel_spectrogram,
     mel_filters,
     pad_or_trim,
@@ -37,6 +38,7 @@ __all__ = [
     "AudioSource",
     "MelWindows",
     "whole_file_mel",
+    "exact_div",
     "load_audio",
     "log_mel_spectrogram",
     "mel_filters",

@@ -18,20 +18,25 @@ from .files import SAMPLE_RATE, AudioSource, load_audio
 N_FFT = 400  # 25 ms STFT window at 16 kHz
 HOP_LENGTH = 160  # 10 ms between STFT frames
 CHUNK_LENGTH = 30  # seconds of audio in one encoder window
+
+
+def exact_div(x: int, y: int) -> int:
+    """``x // y`` for a ``y`` that divides ``x``; ValueError otherwise (the frame counts below must be exact)."""
+    if x % y != 0:
+        raise ValueError(f"{x} is not a multiple of {y}")
+    return x // y
+
+
 N_SAMPLES = CHUNK_LENGTH * SAMPLE_RATE  # 480000 samples in a 30-second window
-N_FRAMES = N_SAMPLES // HOP_LENGTH  # 3000 mel frames in a 30-second window
+N_FRAMES = exact_div(N_SAMPLES, HOP_LENGTH)  # 3000 mel frames in a 30-second window
 
 N_SAMPLES_PER_TOKEN = HOP_LENGTH * 2  # 320: the encoder's stem convolutions have stride 2
-FRAMES_PER_SECOND = SAMPLE_RATE // HOP_LENGTH  # 100: 10 ms per mel frame
-TOKENS_PER_SECOND = SAMPLE_RATE // N_SAMPLES_PER_TOKEN  # 50: 20 ms per audio token
+FRAMES_PER_SECOND = exact_div(SAMPLE_RATE, HOP_LENGTH)  # 100: 10 ms per mel frame
+TOKENS_PER_SECOND = exact_div(SAMPLE_RATE, N_SAMPLES_PER_TOKEN)  # 50: 20 ms per audio token
 
 SUPPORTED_N_MELS = (80, 128)  # 80 for most Whisper models, 128 for large-v3 / turbo
 LOG_FLOOR = 1e-10  # mel power is clamped here before log10
 DYNAMIC_RANGE = 8.0  # log10 units (80 dB) kept below the loudest bin; quieter bins are raised to it
-
-# the reference derives the frame and token counts with exact_div: every division above must be exact
-assert N_SAMPLES % HOP_LENGTH == 0 and SAMPLE_RATE % HOP_LENGTH == 0
-assert SAMPLE_RATE % N_SAMPLES_PER_TOKEN == 0
 
 Device = str | torch.device
 

@@ -43,10 +43,10 @@ class AudioError(ValueError):
         return f"cannot load audio from {self.source}: {self.cause}"
 
 
-def load_audio(source: AudioSource, sr: int = SAMPLE_RATE) -> np.ndarray:
-    """Decode ``source`` to a mono float32 waveform at ``sr`` Hz, shape (n_samples,), values in [-1, 1).
+def load_audio(file: AudioSource, sr: int = SAMPLE_RATE) -> np.ndarray:
+    """Decode ``file`` to a mono float32 waveform at ``sr`` Hz, shape (n_samples,), values in [-1, 1).
 
-    ``source`` may be:
+    ``file`` (openai-whisper's name for the source) may be:
       - a path (``str`` or ``os.PathLike``) to any audio or video file FFmpeg can read (wav, flac, mp3,
         ogg/vorbis, opus, m4a/aac, mp4, webm, mkv, ...): decoded, downmixed to mono and resampled to ``sr``
         by libswresample, exactly like the reference's ffmpeg command line;
@@ -66,21 +66,21 @@ def load_audio(source: AudioSource, sr: int = SAMPLE_RATE) -> np.ndarray:
     """
     if isinstance(sr, bool) or not isinstance(sr, int) or sr <= 0:
         raise ValueError(f"sr must be a positive integer sample rate, got {sr!r}")
-    if isinstance(source, np.ndarray | torch.Tensor):
-        return _from_array(source)
-    if isinstance(source, str | os.PathLike):
-        return _decode(_open_path(source), str(os.fspath(source)), sr)
-    if isinstance(source, bytes | bytearray | memoryview):
-        name = f"<{len(source)} bytes>" if not isinstance(source, memoryview) else f"<{source.nbytes} bytes>"
-        if len(source) == 0:
+    if isinstance(file, np.ndarray | torch.Tensor):
+        return _from_array(file)
+    if isinstance(file, str | os.PathLike):
+        return _decode(_open_path(file), str(os.fspath(file)), sr)
+    if isinstance(file, bytes | bytearray | memoryview):
+        name = f"<{len(file)} bytes>" if not isinstance(file, memoryview) else f"<{file.nbytes} bytes>"
+        if len(file) == 0:
             raise AudioError(name, "no data (0 bytes)")
-        return _decode(io.BytesIO(source), name, sr)
-    if callable(getattr(source, "read", None)):
-        name = _file_object_name(source)
-        _reject_empty_file_object(source, name)
-        return _decode(source, name, sr)
+        return _decode(io.BytesIO(file), name, sr)
+    if callable(getattr(file, "read", None)):
+        name = _file_object_name(file)
+        _reject_empty_file_object(file, name)
+        return _decode(file, name, sr)
     raise AudioError(
-        f"<{type(source).__name__} object>",
+        f"<{type(file).__name__} object>",
         "unsupported source type (expected a path, bytes, a binary file object, a numpy array or a tensor)",
     )
 

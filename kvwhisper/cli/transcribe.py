@@ -28,18 +28,25 @@ files named after each input are written instead (format "all" = txt, vtt, srt, 
 --verbose False shows a progress bar on stderr."""
 
 
+class BoolArgumentError(argparse.ArgumentTypeError, ValueError):
+    """Not True or False: argparse prints the message; other callers catch a ValueError (as openai-whisper's)."""
+
+
 def str2bool(string: str) -> bool:
+    """The words "True" / "False" as a bool (an option type; also whisper.utils.str2bool)."""
     values = {"True": True, "False": False}
     if string not in values:
-        raise argparse.ArgumentTypeError(f"expected True or False, got {string!r}")
+        raise BoolArgumentError(f"expected True or False, got {string!r}")
     return values[string]
 
 
 def optional_int(string: str) -> int | None:
+    """An int, or None for the word "None"."""
     return None if string == "None" else int(string)
 
 
 def optional_float(string: str) -> float | None:
+    """A float, or None for the word "None"."""
     return None if string == "None" else float(string)
 
 

@@ -2,15 +2,48 @@
 
 A chooser takes the processed logits of a step and returns the extended token rows, plus, for beam search, the
 source row of each new row: the decode loop reorders the KV cache with it.
+
+openai-whisper's interfaces over the same code, for callers of `whisper.decoding`: `TokenDecoder` (`update`
+returns (tokens, completed)), `GreedyDecoder`, `BeamSearchDecoder` (reorders through its `inference`
+argument's `rearrange_kv_cache(source_indices)`), `SequenceRanker` and `MaximumLikelihoodRanker`.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torch.distributions import Categorical
+
+
+def greedy_step(
+    tokens: Tensor,
+    logits: Tensor,
+    sum_logprobs: Tensor,
+    temperature: float,
+    eot: int,
+    force: Tensor | None = None,
+) -> tuple[Tensor, Tensor]:
+    """One greedy / sampling step: tokens (B, T + 1) and completed (0-dim bool); sum_logprobs updated in place.
+
+    `force` (B,): tokens to take instead of choosing. Rows that already ended keep emitting eot.
+    """
+    if force is not None:
+        next_tokens = force
+    elif temperature == 0:
+        next_tokens = logits.argmax(dim=-1)
+    else:
+        next_tokens = Categorical(logits=logits / temperature).sample()
+    logprobs = F.log_softmax(logits.float(), dim=-1)
+    current = logprobs.gather(1, next_tokens[:, None]).squeeze(1)
+    running = tokens[:, -1] != eot
+    sum_logprobs += current * running
+    next_tokens = torch.where(running, next_tokens, eot)
+    tokens = torch.cat([tokens, next_tokens[:, None]], dim=-1)
+    return tokens, (next_tokens == eot).all()
 
 
 class GreedyChooser:
@@ -30,19 +63,8 @@ class GreedyChooser:
 
         Returns tokens (B, T + 1), None (rows keep their order), completed (0-dim bool tensor).
         """
-        if force is not None:
-            next_tokens = force
-        elif self.temperature == 0:
-            next_tokens = logits.argmax(dim=-1)
-        else:
-            next_tokens = Categorical(logits=logits / self.temperature).sample()
-        logprobs = F.log_softmax(logits.float(), dim=-1)
-        current = logprobs.gather(1, next_tokens[:, None]).squeeze(1)
-        running = tokens[:, -1] != self.eot
-        sum_logprobs += current * running
-        next_tokens = torch.where(running, next_tokens, self.eot)
-        tokens = torch.cat([tokens, next_tokens[:, None]], dim=-1)
-        return tokens, None, (next_tokens == self.eot).all()
+        tokens, completed = greedy_step(tokens, logits, sum_logprobs, self.temperature, self.eot, force)
+        return tokens, None, completed
 
     def finalize(self, tokens: Tensor, sum_logprobs: Tensor) -> tuple[list[list[Tensor]], list[list[float]]]:
         """tokens (n_audio, n_group, T) -> candidates per audio, each ending in eot, and their log-probs."""
@@ -155,3 +177,84 @@ def rank_candidates(
         int(np.argmax([score(lp, len(t)) for lp, t in zip(lps, group)]))
         for lps, group in zip(sum_logprobs, tokens)
     ]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# openai-whisper's interfaces (whisper.decoding), over the choosers above
+
+
+class SequenceRanker:
+    def rank(self, tokens: list[list[Tensor]], sum_logprobs: list[list[float]]) -> list[int]:
+        """Index of the candidate to keep in each window's group of candidates."""
+        raise NotImplementedError
+
+
+class MaximumLikelihoodRanker(SequenceRanker):
+    """The highest log-probability per length, or with Google NMT's length penalty (`rank_candidates`)."""
+
+    def __init__(self, length_penalty: float | None):
+        self.length_penalty = length_penalty
+
+    def rank(self, tokens: list[list[Tensor]], sum_logprobs: list[list[float]]) -> list[int]:
+        return rank_candidates(tokens, sum_logprobs, self.length_penalty)
+
+
+class TokenDecoder:
+    """Chooses the next token of each row; `update` returns (tokens (B, T + 1), completed)."""
+
+    def reset(self) -> None:
+        """Forget the previous decode's state."""
+
+    def update(self, tokens: Tensor, logits: Tensor, sum_logprobs: Tensor) -> tuple[Tensor, Tensor | bool]:
+        """tokens (B, T), logits (B, V), sum_logprobs (B,) updated in place."""
+        raise NotImplementedError
+
+    def finalize(self, tokens: Tensor, sum_logprobs: Tensor):
+        """tokens (n_audio, n_group, T), sum_logprobs (n_audio, n_group) -> candidates and their log-probs."""
+        raise NotImplementedError
+
+
+class GreedyDecoder(TokenDecoder):
+    """argmax at temperature 0, else sampling; `finalize` pads one eot and returns the tensors as they are."""
+
+    def __init__(self, temperature: float, eot: int):
+        self.temperature = temperature
+        self.eot = eot
+
+    def update(self, tokens: Tensor, logits: Tensor, sum_logprobs: Tensor) -> tuple[Tensor, Tensor]:
+        return greedy_step(tokens, logits, sum_logprobs, self.temperature, self.eot)
+
+    def finalize(self, tokens: Tensor, sum_logprobs: Tensor) -> tuple[Tensor, list[list[float]]]:
+        return F.pad(tokens, (0, 1), value=self.eot), sum_logprobs.tolist()
+
+
+class BeamSearchDecoder(TokenDecoder):
+    """`BeamSearchChooser`, telling `inference.rearrange_kv_cache(source_indices)` the source row of each new row
+    at every step (any object with that method)."""
+
+    def __init__(self, beam_size: int, eot: int, inference: Any, patience: float | None = None):
+        self.chooser = BeamSearchChooser(beam_size, eot, patience)
+        self.beam_size = beam_size
+        self.eot = eot
+        self.inference = inference
+        self.patience = self.chooser.patience
+        self.max_candidates = self.chooser.max_candidates
+        self.finished_sequences: list[dict[tuple[int, ...], float]] | None = None
+
+    def reset(self) -> None:
+        self.finished_sequences = None
+
+    def update(self, tokens: Tensor, logits: Tensor, sum_logprobs: Tensor) -> tuple[Tensor, bool]:
+        if tokens.shape[0] % self.beam_size != 0:
+            raise ValueError(f"{tokens.shape}[0] % {self.beam_size} != 0")
+        if self.finished_sequences is None:  # the first step of a decode
+            self.chooser.reset(tokens.shape[0] // self.beam_size)
+            self.finished_sequences = self.chooser.finished
+        tokens, source_rows, completed = self.chooser.update(tokens, logits, sum_logprobs)
+        self.inference.rearrange_kv_cache(source_rows.tolist())
+        return tokens, bool(completed)
+
+    def finalize(
+        self, preceding_tokens: Tensor, sum_logprobs: Tensor
+    ) -> tuple[list[list[Tensor]], list[list[float]]]:
+        return self.chooser.finalize(preceding_tokens, sum_logprobs)

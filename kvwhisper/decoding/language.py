@@ -15,17 +15,17 @@ if TYPE_CHECKING:
 
 
 @torch.no_grad()
-def detect_language(model: Whisper, mel_or_features: Tensor, tokenizer: Tokenizer | None = None):
+def detect_language(model: Whisper, mel: Tensor, tokenizer: Tokenizer | None = None):
     """Language token and per-language probabilities from the logits after <|startoftranscript|>.
 
-    mel (N, n_mels, 3000) or audio features (N, n_audio_ctx, n_audio_state), or one of them without N.
+    mel: (N, n_mels, 3000), or audio features (N, n_audio_ctx, n_audio_state), or one of them without N.
     Returns (tokens (N,), [ {code: prob} ] * N), or a single token / dict for a single input.
     """
     if not model.is_multilingual:
         raise ValueError("this model is English-only: it has no language tokens to detect a language with")
     tokenizer = tokenizer or task_tokenizer(model, None, "transcribe")
-    single = mel_or_features.ndim == 2
-    x = mel_or_features[None] if single else mel_or_features
+    single = mel.ndim == 2
+    x = mel[None] if single else mel
     features = (
         x if x.shape[-2:] == (model.dims.n_audio_ctx, model.dims.n_audio_state) else model.embed_audio(x)
     )

@@ -3,12 +3,21 @@
 Each one edits next-token logits (B, V) in place given all tokens so far (B, T) (prompt, start-of-transcript
 sequence and prefix included). They are vectorized across the batch: masks are built with tensor ops, with no
 per-row Python loop and no `.item()`, so a step never waits on the device.
+
+Constructors take the arguments of openai-whisper's `whisper.decoding` filters of the same names, whose
+`LogitFilter` base class is `LogitsProcessor` here.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
 import torch
 from torch import Tensor
+
+if TYPE_CHECKING:
+    from ..tokenizer import Tokenizer
 
 NEG_INF = float("-inf")
 
@@ -32,14 +41,18 @@ class LogitsProcessor:
         raise NotImplementedError
 
 
+LogitFilter = LogitsProcessor  # openai-whisper's name for the base class
+
+
 class SuppressBlank(LogitsProcessor):
     """At the first sampled position, forbid a blank (" ") and end-of-text: the transcript must start."""
 
     name = "suppress_blank"
 
-    def __init__(self, blank_tokens: list[int], sample_begin: int):
-        self.blank_tokens = list(blank_tokens)  # tokenizer.encode(" ") + [eot]
+    def __init__(self, tokenizer: Tokenizer, sample_begin: int):
+        self.tokenizer = tokenizer
         self.sample_begin = sample_begin
+        self.blank_tokens = tokenizer.encode(" ") + [tokenizer.eot]
 
     def apply(self, logits: Tensor, tokens: Tensor) -> None:
         if tokens.shape[1] == self.sample_begin:
@@ -47,15 +60,17 @@ class SuppressBlank(LogitsProcessor):
 
 
 class SuppressTokens(LogitsProcessor):
-    """Forbid a fixed set of tokens at every step (a mask built once)."""
+    """Forbid a fixed set of tokens at every step (an index built once). With `n_vocab`, ids are checked."""
 
     name = "suppress_tokens"
 
-    def __init__(self, suppress_tokens: list[int], n_vocab: int):
-        self.suppress_tokens = sorted(set(suppress_tokens))
-        if self.suppress_tokens and not 0 <= self.suppress_tokens[0] <= self.suppress_tokens[-1] < n_vocab:
-            raise ValueError(f"suppress_tokens must be token ids in 0..{n_vocab - 1}")
-        self.index = torch.tensor(self.suppress_tokens, dtype=torch.long)  # built once, moved once
+    def __init__(self, suppress_tokens: Sequence[int], n_vocab: int | None = None):
+        self.suppress_tokens = list(suppress_tokens)
+        ids = sorted(set(self.suppress_tokens))
+        if ids and (ids[0] < 0 or (n_vocab is not None and ids[-1] >= n_vocab)):
+            below = "" if n_vocab is None else f" and below n_vocab = {n_vocab}"
+            raise ValueError(f"suppress_tokens must be token ids >= 0{below}, got {ids[0]}..{ids[-1]}")
+        self.index = torch.tensor(ids, dtype=torch.long)  # built once, moved once
 
     def apply(self, logits: Tensor, tokens: Tensor) -> None:
         if self.index.device != logits.device:
@@ -76,17 +91,11 @@ class ApplyTimestampRules(LogitsProcessor):
 
     name = "timestamp_rules"
 
-    def __init__(
-        self,
-        timestamp_begin: int,
-        eot: int,
-        no_timestamps: int | None,
-        sample_begin: int,
-        max_initial_timestamp_index: int | None,
-    ):
-        self.timestamp_begin = timestamp_begin
-        self.eot = eot
-        self.no_timestamps = no_timestamps
+    def __init__(self, tokenizer: Tokenizer, sample_begin: int, max_initial_timestamp_index: int | None):
+        self.tokenizer = tokenizer
+        self.timestamp_begin = tokenizer.timestamp_begin
+        self.eot = tokenizer.eot
+        self.no_timestamps = tokenizer.no_timestamps
         self.sample_begin = sample_begin
         self.max_initial_timestamp_index = max_initial_timestamp_index
         self.forced = None  # (B,) bool of the last call: rows where rule 4 forced a timestamp

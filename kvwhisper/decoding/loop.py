@@ -170,7 +170,7 @@ class DecodingTask:
         tok, opts = self.tokenizer, self.options
         processors: list[LogitsProcessor] = []
         if opts.suppress_blank:
-            processors.append(SuppressBlank(tok.encode(" ") + [tok.eot], self.sample_begin))
+            processors.append(SuppressBlank(tok, self.sample_begin))
         if opts.suppress_tokens:
             processors.append(SuppressTokens(self.suppress_tokens(), self.model.dims.n_vocab))
         if not opts.without_timestamps:
@@ -178,11 +178,7 @@ class DecodingTask:
             max_initial = None
             if opts.max_initial_timestamp:
                 max_initial = round(opts.max_initial_timestamp / precision)
-            processors.append(
-                ApplyTimestampRules(
-                    tok.timestamp_begin, tok.eot, tok.no_timestamps, self.sample_begin, max_initial
-                )
-            )
+            processors.append(ApplyTimestampRules(tok, self.sample_begin, max_initial))
         return processors
 
     # -- the pieces of a decode ----------------------------------------------------------------------------

@@ -122,28 +122,31 @@ def resolve_dtype(dtype: torch.dtype | str | None, device: torch.device) -> torc
 
 
 def load_model(
-    name_or_path: str | os.PathLike = "tiny.en",
+    name: str | os.PathLike = "tiny.en",
     device: str | torch.device | None = None,
-    dtype: torch.dtype | str | None = None,
     download_root: str | os.PathLike | None = None,
+    in_memory: bool = False,
+    *,
+    dtype: torch.dtype | str | None = None,
 ) -> Whisper:
     """Load a Whisper model by name ("tiny.en", "base", ...) or from a checkpoint file/folder.
 
+    The positional arguments are openai-whisper's; ``in_memory`` is accepted for that and changes nothing.
     device: default "cuda" when available, else "cpu". dtype: default fp16 on CUDA, fp32 on CPU; "bf16" selectable.
     On the CPU the model gets kvwhisper.cpu's packed weights and kernels (`model.use_plain()` removes them).
     Raises ModelLoadError (missing, truncated, wrong shapes, unknown format, tokenizer mismatch).
     """
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     dtype = resolve_dtype(dtype, device)
-    name = ALIASES.get(str(name_or_path), str(name_or_path))
-    path = Path(name_or_path).expanduser()
+    path = Path(name).expanduser()
+    model_name = ALIASES.get(str(name), str(name))
     if path.exists():
         source, model_name = path, None
-    elif name in MODELS:
-        source, model_name = find_named_model(name, Path(download_root) if download_root else None), name
+    elif model_name in MODELS:
+        source = find_named_model(model_name, Path(download_root) if download_root else None)
     else:
         raise ModelLoadError(
-            f"{name_or_path}: no such file or folder, and not a model name (names: {', '.join(available_models())})"
+            f"{name}: no such file or folder, and not a model name (names: {', '.join(available_models())})"
         )
     model = build_model(READERS[detect_format(source)](source), source, dtype, model_name).to(device)
     return cpu.accelerate(model) if device.type == "cpu" else model

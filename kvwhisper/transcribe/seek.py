@@ -245,7 +245,7 @@ class SeekLoop:
             segments=drafts,
             model=self.model,
             tokenizer=self.tokenizer,
-            audio_features=result.audio_features,
+            mel=result.audio_features,  # the encoder output is taken as it is
             num_frames=window.segment_size,
             prepend_punctuations=wo.prepend_punctuations,
             append_punctuations=wo.append_punctuations,

@@ -22,14 +22,14 @@ from typing import Any, TextIO
 
 FORMATS = ("txt", "vtt", "srt", "tsv", "json")
 
-_SYSTEM_ENCODING = sys.getdefaultencoding()
+system_encoding = sys.getdefaultencoding()  # what make_safe encodes to
 
 
 def make_safe(string: str) -> str:
     """``string`` with characters the system encoding cannot represent replaced by '?'."""
-    if _SYSTEM_ENCODING == "utf-8":
+    if system_encoding == "utf-8":
         return string
-    return string.encode(_SYSTEM_ENCODING, errors="replace").decode(_SYSTEM_ENCODING)
+    return string.encode(system_encoding, errors="replace").decode(system_encoding)
 
 
 def format_timestamp(seconds: float, always_include_hours: bool = False, decimal_marker: str = ".") -> str:
