@@ -18,6 +18,7 @@ import warnings
 
 import numpy as np
 
+from ..utils import optional_float, optional_int, str2bool
 from . import CLIError
 
 EPILOG = """\
@@ -26,28 +27,6 @@ files named after each input are written instead (format "all" = txt, vtt, srt, 
 "." by default). Unlike openai-whisper, nothing is written to the current directory unless asked.
 --verbose True prints each segment with its times as it is decoded (instead of the final text);
 --verbose False shows a progress bar on stderr."""
-
-
-class BoolArgumentError(argparse.ArgumentTypeError, ValueError):
-    """Not True or False: argparse prints the message; other callers catch a ValueError (as openai-whisper's)."""
-
-
-def str2bool(string: str) -> bool:
-    """The words "True" / "False" as a bool (an option type; also whisper.utils.str2bool)."""
-    values = {"True": True, "False": False}
-    if string not in values:
-        raise BoolArgumentError(f"expected True or False, got {string!r}")
-    return values[string]
-
-
-def optional_int(string: str) -> int | None:
-    """An int, or None for the word "None"."""
-    return None if string == "None" else int(string)
-
-
-def optional_float(string: str) -> float | None:
-    """A float, or None for the word "None"."""
-    return None if string == "None" else float(string)
 
 
 def _opt(p, name: str, *short: str, **kw) -> None:
