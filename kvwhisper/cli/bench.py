@@ -13,8 +13,9 @@ runs to `--sample-len` (224) steps whatever the audio says. Reported, as medians
   cross-attention, MLP), output projection, logits processors, the chooser, cache reordering, bookkeeping.
 
 Warm-up decodes run before anything is timed. A table goes to stdout, everything to `OUT/kv_cache.json`, the
-plot to `OUT/kv_cache.png`, and a last single JSON line sums up. The measuring functions here are what
-`benchmarks/kv_cache.py` calls.
+plot to `OUT/kv_cache.png`, and a last single JSON line sums up. `benchmarks/kv_cache.py` runs this command.
+The timed decodes are in `bench_decode.py`, the step breakdown in `bench_breakdown.py`, the tables and the
+plot in `bench_report.py`.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import CLIError
@@ -191,8 +192,35 @@ def default_dtypes(device) -> tuple[str, ...]:
     return ("fp32", "fp16") if torch.device(device).type == "cuda" else ("fp32", "bf16")
 
 
-def run_bench(config: BenchConfig, log: Callable[[str], None] = lambda msg: None) -> dict:
-    """Time every (dtype, beam size, window, mode) and return the report (see the module docstring)."""
+_Config = tuple[str, int, int, str]  # (dtype, beam size, window index, cache mode)
+
+
+@dataclass
+class _Bench:
+    """What the phases share: the windows (log-mel on the CPU), one model per dtype, the encoded windows per
+    (dtype, window index), and the configurations in the order they are timed."""
+
+    config: BenchConfig
+    device: str
+    dtypes: tuple[str, ...]
+    windows: list[dict]
+    models: dict[str, object]
+    configs: list[_Config]
+    features: dict[tuple[str, int], object] = field(default_factory=dict)
+
+
+@dataclass
+class _Timings:
+    """Every timed run's measurements: encoder seconds per (dtype, window index), forced decodes and natural
+    decodes (seconds, tokens) per configuration."""
+
+    encoder_s: dict[tuple[str, int], list[float]]
+    steps: dict[_Config, list[StepTimes]]
+    natural: dict[_Config, list[tuple[float, int]]]
+
+
+def _prepare(config: BenchConfig) -> _Bench:
+    """Threads, device and dtypes settled, the windows and the models loaded, the sample length checked."""
     import torch
 
     from ..model import load_model
@@ -213,119 +241,152 @@ def run_bench(config: BenchConfig, log: Callable[[str], None] = lambda msg: None
         for w in windows
         for m in config.modes
     ]
+    return _Bench(config, device, dtypes, windows, models, configs)
 
-    # warm-up, untimed: the encoder once per dtype, a short decode per (dtype, beam, mode)
-    log(
-        f"warm-up ({len(dtypes)} dtype(s), {len(config.beam_sizes)} beam size(s), {len(config.modes)} mode(s))"
-    )
-    features: dict[tuple[str, int], object] = {}
+
+def _warm_up(bench: _Bench) -> None:
+    """Untimed: the encoder once per dtype and window (its output kept for the forced decodes), and a short
+    decode per (dtype, beam size, mode)."""
+    import torch
+
+    config = bench.config
     with torch.no_grad():
-        for dt, model in models.items():
-            for w in windows:
-                features[dt, w["index"]] = time_encoder(model, w["mel"])[1]
+        for dt, model in bench.models.items():
+            for w in bench.windows:
+                bench.features[dt, w["index"]] = time_encoder(model, w["mel"])[1]
             for b in config.beam_sizes:
                 for m in config.modes:
-                    time_steps(model, features[dt, 0], forced_options(model, m, b, 8, config.language))
+                    time_steps(model, bench.features[dt, 0], forced_options(model, m, b, 8, config.language))
                     if config.natural:
-                        model.decode(windows[0]["mel"], natural_options(model, m, b, config.language))
+                        model.decode(bench.windows[0]["mel"], natural_options(model, m, b, config.language))
 
-    encoder_s: dict[tuple[str, int], list[float]] = {}
-    steps: dict[tuple, list[StepTimes]] = {c: [] for c in configs}
-    natural: dict[tuple, list[tuple[float, int]]] = {c: [] for c in configs}
+
+def _time_config(bench: _Bench, c: _Config, timings: _Timings) -> None:
+    """One forced decode of a configuration, and its natural decode unless those are off."""
+    config = bench.config
+    dt, b, wi, m = c
+    model = bench.models[dt]
+    options = forced_options(model, m, b, config.sample_len, config.language)
+    timings.steps[c].append(time_steps(model, bench.features[dt, wi], options))
+    if config.natural:
+        options = natural_options(model, m, b, config.language)
+        timings.natural[c].append(time_natural(model, bench.windows[wi]["mel"], options))
+
+
+def _time_runs(bench: _Bench, log: Callable[[str], None]) -> _Timings:
+    """`--runs` runs, each timing every window's encoder per dtype, then every configuration (so the modes
+    alternate inside every (dtype, beam size, window))."""
+    config = bench.config
+    timings = _Timings({}, {c: [] for c in bench.configs}, {c: [] for c in bench.configs})
     for r in range(config.runs):
         t_run = time.perf_counter()
-        for dt, model in models.items():
-            for w in windows:
-                encoder_s.setdefault((dt, w["index"]), []).append(time_encoder(model, w["mel"])[0])
-        for c in configs:  # modes alternate inside every (dtype, beam, window)
-            dt, b, wi, m = c
-            model = models[dt]
-            steps[c].append(
-                time_steps(
-                    model, features[dt, wi], forced_options(model, m, b, config.sample_len, config.language)
-                )
-            )
-            if config.natural:
-                natural[c].append(
-                    time_natural(model, windows[wi]["mel"], natural_options(model, m, b, config.language))
-                )
+        for dt, model in bench.models.items():
+            for w in bench.windows:
+                timings.encoder_s.setdefault((dt, w["index"]), []).append(time_encoder(model, w["mel"])[0])
+        for c in bench.configs:
+            _time_config(bench, c, timings)
         log(f"run {r + 1}/{config.runs}: {time.perf_counter() - t_run:.1f} s")
+    return timings
 
-    results = []
-    for c in configs:
-        dt, b, wi, m = c
-        runs = steps[c]
-        n = min(len(s.steps_s) for s in runs)
-        per_step = [_median([s.steps_s[i] for s in runs]) * 1000 for i in range(n)]
-        cumulative = {}
-        for k in (*config.milestones, n):
-            vals = [s.cumulative(k) for s in runs]
-            cumulative[str(k)] = None if None in vals else _median(vals)
-        entry = {
-            "dtype": dt,
-            "beam_size": b,
-            "window": wi,
-            "mode": m,
-            "prefix_tokens": runs[0].prefix,
-            "steps": n,
-            "encoder_s": _median(encoder_s[dt, wi]),
-            "start_s": _median([s.start_s for s in runs]),
-            "step_ms": per_step,
-            "step_ms_median": _median(per_step),
-            "cumulative_s": cumulative,
-            "total_s": cumulative[str(n)],
-        }
-        if config.natural:
-            entry["natural_s"] = _median([x[0] for x in natural[c]])
-            entry["natural_tokens"] = natural[c][0][1]
-        results.append(entry)
 
-    speedups = []
+def _result(config: BenchConfig, c: _Config, timings: _Timings) -> dict:
+    """A configuration's entry of the report: medians over the runs, step by step and at each milestone."""
+    dt, b, wi, m = c
+    runs = timings.steps[c]
+    n = min(len(s.steps_s) for s in runs)
+    per_step = [_median([s.steps_s[i] for s in runs]) * 1000 for i in range(n)]
+    cumulative = {}
+    for k in (*config.milestones, n):
+        vals = [s.cumulative(k) for s in runs]
+        cumulative[str(k)] = None if None in vals else _median(vals)
+    entry = {
+        "dtype": dt,
+        "beam_size": b,
+        "window": wi,
+        "mode": m,
+        "prefix_tokens": runs[0].prefix,
+        "steps": n,
+        "encoder_s": _median(timings.encoder_s[dt, wi]),
+        "start_s": _median([s.start_s for s in runs]),
+        "step_ms": per_step,
+        "step_ms_median": _median(per_step),
+        "cumulative_s": cumulative,
+        "total_s": cumulative[str(n)],
+    }
+    if config.natural:
+        entry["natural_s"] = _median([x[0] for x in timings.natural[c]])
+        entry["natural_tokens"] = timings.natural[c][0][1]
+    return entry
+
+
+def _speedup(config: BenchConfig, full: dict, other: dict) -> dict:
+    """How many times faster "full" is than `other` (same dtype, beam size and window) at each milestone."""
+    s = {
+        "dtype": full["dtype"],
+        "beam_size": full["beam_size"],
+        "window": full["window"],
+        "vs": other["mode"],
+        "at": {
+            k: (other["cumulative_s"][k] / full["cumulative_s"][k])
+            if other["cumulative_s"][k] and full["cumulative_s"][k]
+            else None
+            for k in full["cumulative_s"]
+        },
+    }
+    if config.natural:
+        s["natural"] = other["natural_s"] / full["natural_s"]
+    return s
+
+
+def _speedups(bench: _Bench, results: list[dict]) -> list[dict]:
+    """The speed-ups of "full" over every other mode timed, per (dtype, beam size, window); none without "full"."""
+    config = bench.config
+    if "full" not in config.modes:
+        return []
     by_key = {(e["dtype"], e["beam_size"], e["window"], e["mode"]): e for e in results}
-    if "full" in config.modes:
-        for dt in dtypes:
-            for b in config.beam_sizes:
-                for w in windows:
-                    full = by_key[dt, b, w["index"], "full"]
-                    for m in config.modes:
-                        if m == "full":
-                            continue
-                        other = by_key[dt, b, w["index"], m]
-                        s = {
-                            "dtype": dt,
-                            "beam_size": b,
-                            "window": w["index"],
-                            "vs": m,
-                            "at": {
-                                k: (other["cumulative_s"][k] / full["cumulative_s"][k])
-                                if other["cumulative_s"][k] and full["cumulative_s"][k]
-                                else None
-                                for k in full["cumulative_s"]
-                            },
-                        }
-                        if config.natural:
-                            s["natural"] = other["natural_s"] / full["natural_s"]
-                        speedups.append(s)
+    return [
+        _speedup(config, by_key[dt, b, wi, "full"], by_key[dt, b, wi, m])
+        for dt, b, wi, m in bench.configs
+        if m != "full"
+    ]
 
+
+def _breakdowns(bench: _Bench, timings: _Timings, log: Callable[[str], None]) -> list[dict]:
+    """With `--breakdown`, where the time of a cached step goes, per (dtype, beam size), on the first window."""
+    config = bench.config
+    if not config.breakdown:
+        return []
+    log("breakdown of cached steps")
     breakdown = []
-    if config.breakdown:
-        log("breakdown of cached steps")
-        for dt, model in models.items():
-            for b in config.beam_sizes:
-                opts = forced_options(model, "full", b, config.sample_len, config.language)
-                step_breakdown(model, features[dt, 0], opts, runs=1)  # warm the wrappers
-                bd = step_breakdown(model, features[dt, 0], opts, runs=max(1, min(config.runs, 3)))
-                bd["dtype"] = dt
-                bd["encoder_ms"] = 1000 * _median(encoder_s[dt, 0])
-                breakdown.append(bd)
+    for dt, model in bench.models.items():
+        for b in config.beam_sizes:
+            opts = forced_options(model, "full", b, config.sample_len, config.language)
+            step_breakdown(model, bench.features[dt, 0], opts, runs=1)  # warm the wrappers
+            bd = step_breakdown(model, bench.features[dt, 0], opts, runs=max(1, min(config.runs, 3)))
+            bd["dtype"] = dt
+            bd["encoder_ms"] = 1000 * _median(timings.encoder_s[dt, 0])
+            breakdown.append(bd)
+    return breakdown
 
+
+def run_bench(config: BenchConfig, log: Callable[[str], None] = lambda msg: None) -> dict:
+    """Time every (dtype, beam size, window, mode) and return the report (see the module docstring)."""
+    bench = _prepare(config)
+    log(
+        f"warm-up ({len(bench.dtypes)} dtype(s), {len(config.beam_sizes)} beam size(s), {len(config.modes)} mode(s))"
+    )
+    _warm_up(bench)
+    timings = _time_runs(bench, log)
+    results = [_result(config, c, timings) for c in bench.configs]
+    speedups = _speedups(bench, results)
+    breakdown = _breakdowns(bench, timings, log)
     return {
         "benchmark": "kv_cache",
         "machine": machine_info(),
         "model": config.model,
-        "device": str(device),
+        "device": str(bench.device),
         "file": str(config.file),
-        "windows": [{k: v for k, v in w.items() if k != "mel"} for w in windows],
+        "windows": [{k: v for k, v in w.items() if k != "mel"} for w in bench.windows],
         "runs": config.runs,
         "sample_len": config.sample_len,
         "milestones": list(config.milestones),
