@@ -12,10 +12,11 @@ runs to `--sample-len` (224) steps whatever the audio says. Reported, as medians
 - with `--breakdown`, where the time of a cached ("full") step goes: decoder blocks (self-attention,
   cross-attention, MLP), output projection, logits processors, the chooser, cache reordering, bookkeeping.
 
-Warm-up decodes run before anything is timed. A table goes to stdout, everything to `OUT/kv_cache.json`, the
-plot to `OUT/kv_cache.png`, and a last single JSON line sums up. `benchmarks/kv_cache.py` runs this command.
-The timed decodes are in `bench_decode.py`, the step breakdown in `bench_breakdown.py`, the tables and the
-plot in `bench_report.py`.
+Warm-up decodes run before anything is timed. While it runs, a line per phase (model loading, warm-up, each
+configuration of each run, the breakdowns) goes to stderr after the seconds elapsed. A table goes to stdout,
+everything to `OUT/kv_cache.json`, the plot to `OUT/kv_cache.png`, and a last single JSON line sums up.
+`benchmarks/kv_cache.py` runs this command. The timed decodes are in `bench_decode.py`, the step breakdown in
+`bench_breakdown.py`, the tables and the plot in `bench_report.py`.
 """
 
 from __future__ import annotations
@@ -111,8 +112,10 @@ def run(args) -> int:
         breakdown=args.breakdown,
         natural=not args.no_natural,
     )
-    report = run_bench(config, log=lambda msg: print(msg, file=sys.stderr, flush=True))
+    log = _progress_log()
+    report = run_bench(config, log=log)
     out = Path(args.out)
+    log(f"writing {out}")
     out.mkdir(parents=True, exist_ok=True)
     json_path = out / "kv_cache.json"
     json_path.write_text(json.dumps(report, indent=1))
@@ -126,6 +129,17 @@ def run(args) -> int:
     print(f"\nJSON: {json_path}" + (f"\nplot: {png_path}" if png_path else ""))
     print(json.dumps(summary_line(report, json_path, png_path)))
     return 0
+
+
+def _progress_log(stream=None) -> Callable[[str], None]:
+    """A `log` for `run_bench` that prints each message on one line of `stream` (stderr by default), after
+    the seconds elapsed since the log was made."""
+    t0 = time.monotonic()
+
+    def log(msg: str) -> None:
+        print(f"[{time.monotonic() - t0:7.1f} s] {msg}", file=stream or sys.stderr, flush=True)
+
+    return log
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -219,7 +233,7 @@ class _Timings:
     natural: dict[_Config, list[tuple[float, int]]]
 
 
-def _prepare(config: BenchConfig) -> _Bench:
+def _prepare(config: BenchConfig, log: Callable[[str], None]) -> _Bench:
     """Threads, device and dtypes settled, the windows and the models loaded, the sample length checked."""
     import torch
 
@@ -229,8 +243,12 @@ def _prepare(config: BenchConfig) -> _Bench:
         torch.set_num_threads(config.threads)
     device = config.device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtypes = config.dtypes or default_dtypes(device)
+    log(f"loading {config.file}: {config.windows} window(s) from {config.offset:g} s")
     windows = load_windows(config.file, config.windows, config.offset)
-    models = {dt: load_model(config.model, device=device, dtype=dt) for dt in dtypes}
+    models = {}
+    for dt in dtypes:
+        log(f"loading {config.model} {dt} on {device}")
+        models[dt] = load_model(config.model, device=device, dtype=dt)
     any_model = next(iter(models.values()))
     if config.sample_len > any_model.dims.n_text_ctx // 2:
         raise CLIError(f"--sample-len must be at most {any_model.dims.n_text_ctx // 2}")
@@ -273,19 +291,32 @@ def _time_config(bench: _Bench, c: _Config, timings: _Timings) -> None:
         timings.natural[c].append(time_natural(model, bench.windows[wi]["mel"], options))
 
 
+def _config_line(bench: _Bench, c: _Config) -> str:
+    """What timing a configuration decodes, in a few words."""
+    config = bench.config
+    dt, b, wi, m = c
+    natural = ", then a natural decode" if config.natural else ""
+    return (
+        f"{dt} beam {b}, mode {m}: window {wi + 1}/{len(bench.windows)}, {config.sample_len} tokens{natural}"
+    )
+
+
 def _time_runs(bench: _Bench, log: Callable[[str], None]) -> _Timings:
     """`--runs` runs, each timing every window's encoder per dtype, then every configuration (so the modes
     alternate inside every (dtype, beam size, window))."""
     config = bench.config
     timings = _Timings({}, {c: [] for c in bench.configs}, {c: [] for c in bench.configs})
     for r in range(config.runs):
+        label = f"run {r + 1}/{config.runs}"
         t_run = time.perf_counter()
+        log(f"{label}: encoder, {len(bench.windows)} window(s) x {len(bench.models)} dtype(s)")
         for dt, model in bench.models.items():
             for w in bench.windows:
                 timings.encoder_s.setdefault((dt, w["index"]), []).append(time_encoder(model, w["mel"])[0])
         for c in bench.configs:
+            log(f"{label}: {_config_line(bench, c)}")
             _time_config(bench, c, timings)
-        log(f"run {r + 1}/{config.runs}: {time.perf_counter() - t_run:.1f} s")
+        log(f"{label} done in {time.perf_counter() - t_run:.1f} s")
     return timings
 
 
@@ -339,7 +370,7 @@ def _speedup(config: BenchConfig, full: dict, other: dict) -> dict:
 
 
 def _speedups(bench: _Bench, results: list[dict]) -> list[dict]:
-    """The speed-ups of "full" over every other mode timed, per (dtype, beam size, window); none without "full"."""
+    """Speed-ups of "full" over each other mode timed, per (dtype, beam size, window); none without "full"."""
     config = bench.config
     if "full" not in config.modes:
         return []
@@ -352,14 +383,14 @@ def _speedups(bench: _Bench, results: list[dict]) -> list[dict]:
 
 
 def _breakdowns(bench: _Bench, timings: _Timings, log: Callable[[str], None]) -> list[dict]:
-    """With `--breakdown`, where the time of a cached step goes, per (dtype, beam size), on the first window."""
+    """With `--breakdown`: where the time of a cached step goes, per (dtype, beam size), on window 0."""
     config = bench.config
     if not config.breakdown:
         return []
-    log("breakdown of cached steps")
     breakdown = []
     for dt, model in bench.models.items():
         for b in config.beam_sizes:
+            log(f"breakdown of cached steps: {dt} beam {b}, {config.sample_len} tokens")
             opts = forced_options(model, "full", b, config.sample_len, config.language)
             step_breakdown(model, bench.features[dt, 0], opts, runs=1)  # warm the wrappers
             bd = step_breakdown(model, bench.features[dt, 0], opts, runs=max(1, min(config.runs, 3)))
@@ -371,10 +402,11 @@ def _breakdowns(bench: _Bench, timings: _Timings, log: Callable[[str], None]) ->
 
 def run_bench(config: BenchConfig, log: Callable[[str], None] = lambda msg: None) -> dict:
     """Time every (dtype, beam size, window, mode) and return the report (see the module docstring)."""
-    bench = _prepare(config)
-    log(
-        f"warm-up ({len(bench.dtypes)} dtype(s), {len(config.beam_sizes)} beam size(s), {len(config.modes)} mode(s))"
+    bench = _prepare(config, log)
+    sizes = (
+        f"{len(bench.dtypes)} dtype(s) x {len(config.beam_sizes)} beam size(s) x {len(config.modes)} mode(s)"
     )
+    log(f"warm-up: {sizes}")
     _warm_up(bench)
     timings = _time_runs(bench, log)
     results = [_result(config, c, timings) for c in bench.configs]
