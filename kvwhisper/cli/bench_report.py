@@ -85,7 +85,7 @@ def _speedups_table(report: dict) -> str:
 
 
 def _breakdown_columns(report: dict, names: list[str]) -> list[dict]:
-    """Per breakdown (dtype, beam size): its label, the whole step, the encoder, and each part with its share."""
+    """Per breakdown (dtype, beam size): its label, the whole step, the encoder, each part and its share."""
     columns = []
     for bd in report["breakdown"]:
         column = {
