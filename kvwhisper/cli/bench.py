@@ -12,9 +12,11 @@ runs to `--sample-len` (224) steps whatever the audio says. Reported, as medians
 - with `--breakdown`, where the time of a cached ("full") step goes: decoder blocks (self-attention,
   cross-attention, MLP), output projection, logits processors, the chooser, cache reordering, bookkeeping.
 
-Warm-up decodes run before anything is timed. A table goes to stdout, everything to `OUT/kv_cache.json`, the
-plot to `OUT/kv_cache.png`, and a last single JSON line sums up. The measuring functions here are what
-`benchmarks/kv_cache.py` calls.
+Warm-up decodes run before anything is timed. While it runs, a line per phase (model loading, warm-up, each
+configuration of each run, the breakdowns) goes to stderr after the seconds elapsed. A table goes to stdout,
+everything to `OUT/kv_cache.json`, the plot to `OUT/kv_cache.png`, and a last single JSON line sums up.
+`benchmarks/kv_cache.py` runs this command. The timed decodes are in `bench_decode.py`, the step breakdown in
+`bench_breakdown.py`, the tables and the plot in `bench_report.py`.
 """
 
 from __future__ import annotations
@@ -27,17 +29,25 @@ import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import CLIError
-from .bench_breakdown import _sync, step_breakdown
+from .bench_breakdown import step_breakdown
+from .bench_decode import (
+    StepTimes,
+    forced_options,
+    load_windows,
+    natural_options,
+    time_encoder,
+    time_natural,
+    time_steps,
+)
 from .bench_report import format_report, format_table, plot_latency, summary_line
 
 __all__ = ["BenchConfig", "format_table", "machine_info", "run_bench", "step_breakdown"]
 
 MILESTONES = (50, 100, 200)  # generated tokens at which cumulative decode times are compared
-WINDOW_SECONDS = 30
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -102,8 +112,10 @@ def run(args) -> int:
         breakdown=args.breakdown,
         natural=not args.no_natural,
     )
-    report = run_bench(config, log=lambda msg: print(msg, file=sys.stderr, flush=True))
+    log = _progress_log()
+    report = run_bench(config, log=log)
     out = Path(args.out)
+    log(f"writing {out}")
     out.mkdir(parents=True, exist_ok=True)
     json_path = out / "kv_cache.json"
     json_path.write_text(json.dumps(report, indent=1))
@@ -117,6 +129,17 @@ def run(args) -> int:
     print(f"\nJSON: {json_path}" + (f"\nplot: {png_path}" if png_path else ""))
     print(json.dumps(summary_line(report, json_path, png_path)))
     return 0
+
+
+def _progress_log(stream=None) -> Callable[[str], None]:
+    """A `log` for `run_bench` that prints each message on one line of `stream` (stderr by default), after
+    the seconds elapsed since the log was made."""
+    t0 = time.monotonic()
+
+    def log(msg: str) -> None:
+        print(f"[{time.monotonic() - t0:7.1f} s] {msg}", file=stream or sys.stderr, flush=True)
+
+    return log
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -170,126 +193,6 @@ def machine_info() -> dict:
 
 
 # ---------------------------------------------------------------------------------------------------------
-# windows and decodes
-
-
-def load_windows(path: str, n: int, offset: float = 0.0):
-    """The first `n` 30 s windows of a file from `offset` seconds: log-mel (80|128, 3000) each, on the CPU.
-
-    A window must hold at least 5 s of audio (the last one is zero-padded to 30 s).
-    """
-    from ..audio import SAMPLE_RATE, load_audio, log_mel_spectrogram, pad_or_trim
-
-    audio = load_audio(path)
-    windows = []
-    for i in range(n):
-        start = int((offset + i * WINDOW_SECONDS) * SAMPLE_RATE)
-        piece = audio[start : start + WINDOW_SECONDS * SAMPLE_RATE]
-        if len(piece) < 5 * SAMPLE_RATE:
-            raise CLIError(
-                f"{path}: {len(audio) / SAMPLE_RATE:.1f} s of audio holds fewer than {n} window(s) from "
-                f"{offset:g} s"
-            )
-        windows.append(
-            {
-                "index": i,
-                "start_s": start / SAMPLE_RATE,
-                "audio_s": len(piece) / SAMPLE_RATE,
-                "mel": log_mel_spectrogram(pad_or_trim(piece)),
-            }
-        )
-    return windows
-
-
-def forced_options(model, mode: str, beam_size: int, sample_len: int, language: str | None):
-    """Options that decode exactly `sample_len` steps: end-of-text suppressed, no timestamps."""
-    from ..decoding import DecodingOptions
-
-    eot = model.tokenizer.eot
-    return DecodingOptions(
-        language=language if model.is_multilingual else None,
-        kv_cache=mode,
-        beam_size=beam_size if beam_size > 1 else None,
-        without_timestamps=True,
-        sample_len=sample_len,
-        suppress_tokens=f"-1,{eot}",
-    )
-
-
-def natural_options(model, mode: str, beam_size: int, language: str | None):
-    """Options of an ordinary decode (timestamps on, stop at end-of-text), as long-form transcription uses."""
-    from ..decoding import DecodingOptions
-
-    return DecodingOptions(
-        language=language if model.is_multilingual else None,
-        kv_cache=mode,
-        beam_size=beam_size if beam_size > 1 else None,
-    )
-
-
-@dataclass
-class StepTimes:
-    start_s: float  # DecodingTask.start: cache allocation (+ cross K/V for "full")
-    steps_s: list[float]  # one per step
-    prefix: int  # initial tokens fed at the first step
-
-    def cumulative(self, n: int) -> float | None:
-        """Seconds from the start of the decode (after the encoder) until `n` tokens are generated."""
-        if n > len(self.steps_s):
-            return None
-        return self.start_s + sum(self.steps_s[:n])
-
-
-def time_steps(model, audio_features, options) -> StepTimes:
-    """One decode of already-encoded features, every step timed."""
-    import torch
-
-    from ..decoding import DecodingTask
-
-    sync = _sync(model.device)
-    with torch.no_grad():
-        task = DecodingTask(model, options)
-        tokens = torch.tensor([task.initial_tokens])
-        sync()
-        t0 = time.perf_counter()
-        state = task.start(audio_features, tokens)
-        sync()
-        start_s = time.perf_counter() - t0
-        steps = []
-        while not state.completed:
-            t0 = time.perf_counter()
-            task.step(state)
-            sync()
-            steps.append(time.perf_counter() - t0)
-    return StepTimes(start_s, steps, len(task.initial_tokens))
-
-
-def time_encoder(model, mel) -> tuple[float, object]:
-    import torch
-
-    sync = _sync(model.device)
-    with torch.no_grad():
-        sync()
-        t0 = time.perf_counter()
-        features = model.embed_audio(mel[None])
-        sync()
-    return time.perf_counter() - t0, features
-
-
-def time_natural(model, mel, options) -> tuple[float, int]:
-    """An ordinary decode of one window, encoder included: (seconds, tokens generated)."""
-    import torch
-
-    sync = _sync(model.device)
-    with torch.no_grad():
-        sync()
-        t0 = time.perf_counter()
-        result = model.decode(mel, options)
-        sync()
-    return time.perf_counter() - t0, len(result.tokens)
-
-
-# ---------------------------------------------------------------------------------------------------------
 # the benchmark
 
 
@@ -303,8 +206,35 @@ def default_dtypes(device) -> tuple[str, ...]:
     return ("fp32", "fp16") if torch.device(device).type == "cuda" else ("fp32", "bf16")
 
 
-def run_bench(config: BenchConfig, log: Callable[[str], None] = lambda msg: None) -> dict:
-    """Time every (dtype, beam size, window, mode) and return the report (see the module docstring)."""
+_Config = tuple[str, int, int, str]  # (dtype, beam size, window index, cache mode)
+
+
+@dataclass
+class _Bench:
+    """What the phases share: the windows (log-mel on the CPU), one model per dtype, the encoded windows per
+    (dtype, window index), and the configurations in the order they are timed."""
+
+    config: BenchConfig
+    device: str
+    dtypes: tuple[str, ...]
+    windows: list[dict]
+    models: dict[str, object]
+    configs: list[_Config]
+    features: dict[tuple[str, int], object] = field(default_factory=dict)
+
+
+@dataclass
+class _Timings:
+    """Every timed run's measurements: encoder seconds per (dtype, window index), forced decodes and natural
+    decodes (seconds, tokens) per configuration."""
+
+    encoder_s: dict[tuple[str, int], list[float]]
+    steps: dict[_Config, list[StepTimes]]
+    natural: dict[_Config, list[tuple[float, int]]]
+
+
+def _prepare(config: BenchConfig, log: Callable[[str], None]) -> _Bench:
+    """Threads, device and dtypes settled, the windows and the models loaded, the sample length checked."""
     import torch
 
     from ..model import load_model
@@ -313,8 +243,12 @@ def run_bench(config: BenchConfig, log: Callable[[str], None] = lambda msg: None
         torch.set_num_threads(config.threads)
     device = config.device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtypes = config.dtypes or default_dtypes(device)
+    log(f"loading {config.file}: {config.windows} window(s) from {config.offset:g} s")
     windows = load_windows(config.file, config.windows, config.offset)
-    models = {dt: load_model(config.model, device=device, dtype=dt) for dt in dtypes}
+    models = {}
+    for dt in dtypes:
+        log(f"loading {config.model} {dt} on {device}")
+        models[dt] = load_model(config.model, device=device, dtype=dt)
     any_model = next(iter(models.values()))
     if config.sample_len > any_model.dims.n_text_ctx // 2:
         raise CLIError(f"--sample-len must be at most {any_model.dims.n_text_ctx // 2}")
@@ -325,119 +259,166 @@ def run_bench(config: BenchConfig, log: Callable[[str], None] = lambda msg: None
         for w in windows
         for m in config.modes
     ]
+    return _Bench(config, device, dtypes, windows, models, configs)
 
-    # warm-up, untimed: the encoder once per dtype, a short decode per (dtype, beam, mode)
-    log(
-        f"warm-up ({len(dtypes)} dtype(s), {len(config.beam_sizes)} beam size(s), {len(config.modes)} mode(s))"
-    )
-    features: dict[tuple[str, int], object] = {}
+
+def _warm_up(bench: _Bench) -> None:
+    """Untimed: the encoder once per dtype and window (its output kept for the forced decodes), and a short
+    decode per (dtype, beam size, mode)."""
+    import torch
+
+    config = bench.config
     with torch.no_grad():
-        for dt, model in models.items():
-            for w in windows:
-                features[dt, w["index"]] = time_encoder(model, w["mel"])[1]
+        for dt, model in bench.models.items():
+            for w in bench.windows:
+                bench.features[dt, w["index"]] = time_encoder(model, w["mel"])[1]
             for b in config.beam_sizes:
                 for m in config.modes:
-                    time_steps(model, features[dt, 0], forced_options(model, m, b, 8, config.language))
+                    time_steps(model, bench.features[dt, 0], forced_options(model, m, b, 8, config.language))
                     if config.natural:
-                        model.decode(windows[0]["mel"], natural_options(model, m, b, config.language))
+                        model.decode(bench.windows[0]["mel"], natural_options(model, m, b, config.language))
 
-    encoder_s: dict[tuple[str, int], list[float]] = {}
-    steps: dict[tuple, list[StepTimes]] = {c: [] for c in configs}
-    natural: dict[tuple, list[tuple[float, int]]] = {c: [] for c in configs}
+
+def _time_config(bench: _Bench, c: _Config, timings: _Timings) -> None:
+    """One forced decode of a configuration, and its natural decode unless those are off."""
+    config = bench.config
+    dt, b, wi, m = c
+    model = bench.models[dt]
+    options = forced_options(model, m, b, config.sample_len, config.language)
+    timings.steps[c].append(time_steps(model, bench.features[dt, wi], options))
+    if config.natural:
+        options = natural_options(model, m, b, config.language)
+        timings.natural[c].append(time_natural(model, bench.windows[wi]["mel"], options))
+
+
+def _config_line(bench: _Bench, c: _Config) -> str:
+    """What timing a configuration decodes, in a few words."""
+    config = bench.config
+    dt, b, wi, m = c
+    natural = ", then a natural decode" if config.natural else ""
+    return (
+        f"{dt} beam {b}, mode {m}: window {wi + 1}/{len(bench.windows)}, {config.sample_len} tokens{natural}"
+    )
+
+
+def _time_runs(bench: _Bench, log: Callable[[str], None]) -> _Timings:
+    """`--runs` runs, each timing every window's encoder per dtype, then every configuration (so the modes
+    alternate inside every (dtype, beam size, window))."""
+    config = bench.config
+    timings = _Timings({}, {c: [] for c in bench.configs}, {c: [] for c in bench.configs})
     for r in range(config.runs):
+        label = f"run {r + 1}/{config.runs}"
         t_run = time.perf_counter()
-        for dt, model in models.items():
-            for w in windows:
-                encoder_s.setdefault((dt, w["index"]), []).append(time_encoder(model, w["mel"])[0])
-        for c in configs:  # modes alternate inside every (dtype, beam, window)
-            dt, b, wi, m = c
-            model = models[dt]
-            steps[c].append(
-                time_steps(
-                    model, features[dt, wi], forced_options(model, m, b, config.sample_len, config.language)
-                )
-            )
-            if config.natural:
-                natural[c].append(
-                    time_natural(model, windows[wi]["mel"], natural_options(model, m, b, config.language))
-                )
-        log(f"run {r + 1}/{config.runs}: {time.perf_counter() - t_run:.1f} s")
+        log(f"{label}: encoder, {len(bench.windows)} window(s) x {len(bench.models)} dtype(s)")
+        for dt, model in bench.models.items():
+            for w in bench.windows:
+                timings.encoder_s.setdefault((dt, w["index"]), []).append(time_encoder(model, w["mel"])[0])
+        for c in bench.configs:
+            log(f"{label}: {_config_line(bench, c)}")
+            _time_config(bench, c, timings)
+        log(f"{label} done in {time.perf_counter() - t_run:.1f} s")
+    return timings
 
-    results = []
-    for c in configs:
-        dt, b, wi, m = c
-        runs = steps[c]
-        n = min(len(s.steps_s) for s in runs)
-        per_step = [_median([s.steps_s[i] for s in runs]) * 1000 for i in range(n)]
-        cumulative = {}
-        for k in (*config.milestones, n):
-            vals = [s.cumulative(k) for s in runs]
-            cumulative[str(k)] = None if None in vals else _median(vals)
-        entry = {
-            "dtype": dt,
-            "beam_size": b,
-            "window": wi,
-            "mode": m,
-            "prefix_tokens": runs[0].prefix,
-            "steps": n,
-            "encoder_s": _median(encoder_s[dt, wi]),
-            "start_s": _median([s.start_s for s in runs]),
-            "step_ms": per_step,
-            "step_ms_median": _median(per_step),
-            "cumulative_s": cumulative,
-            "total_s": cumulative[str(n)],
-        }
-        if config.natural:
-            entry["natural_s"] = _median([x[0] for x in natural[c]])
-            entry["natural_tokens"] = natural[c][0][1]
-        results.append(entry)
 
-    speedups = []
+def _result(config: BenchConfig, c: _Config, timings: _Timings) -> dict:
+    """A configuration's entry of the report: medians over the runs, step by step and at each milestone."""
+    dt, b, wi, m = c
+    runs = timings.steps[c]
+    n = min(len(s.steps_s) for s in runs)
+    per_step = [_median([s.steps_s[i] for s in runs]) * 1000 for i in range(n)]
+    cumulative = {}
+    for k in (*config.milestones, n):
+        vals = [s.cumulative(k) for s in runs]
+        cumulative[str(k)] = None if None in vals else _median(vals)
+    entry = {
+        "dtype": dt,
+        "beam_size": b,
+        "window": wi,
+        "mode": m,
+        "prefix_tokens": runs[0].prefix,
+        "steps": n,
+        "encoder_s": _median(timings.encoder_s[dt, wi]),
+        "start_s": _median([s.start_s for s in runs]),
+        "step_ms": per_step,
+        "step_ms_median": _median(per_step),
+        "cumulative_s": cumulative,
+        "total_s": cumulative[str(n)],
+    }
+    if config.natural:
+        entry["natural_s"] = _median([x[0] for x in timings.natural[c]])
+        entry["natural_tokens"] = timings.natural[c][0][1]
+    return entry
+
+
+def _speedup(config: BenchConfig, full: dict, other: dict) -> dict:
+    """How many times faster "full" is than `other` (same dtype, beam size and window) at each milestone."""
+    s = {
+        "dtype": full["dtype"],
+        "beam_size": full["beam_size"],
+        "window": full["window"],
+        "vs": other["mode"],
+        "at": {
+            k: (other["cumulative_s"][k] / full["cumulative_s"][k])
+            if other["cumulative_s"][k] and full["cumulative_s"][k]
+            else None
+            for k in full["cumulative_s"]
+        },
+    }
+    if config.natural:
+        s["natural"] = other["natural_s"] / full["natural_s"]
+    return s
+
+
+def _speedups(bench: _Bench, results: list[dict]) -> list[dict]:
+    """Speed-ups of "full" over each other mode timed, per (dtype, beam size, window); none without "full"."""
+    config = bench.config
+    if "full" not in config.modes:
+        return []
     by_key = {(e["dtype"], e["beam_size"], e["window"], e["mode"]): e for e in results}
-    if "full" in config.modes:
-        for dt in dtypes:
-            for b in config.beam_sizes:
-                for w in windows:
-                    full = by_key[dt, b, w["index"], "full"]
-                    for m in config.modes:
-                        if m == "full":
-                            continue
-                        other = by_key[dt, b, w["index"], m]
-                        s = {
-                            "dtype": dt,
-                            "beam_size": b,
-                            "window": w["index"],
-                            "vs": m,
-                            "at": {
-                                k: (other["cumulative_s"][k] / full["cumulative_s"][k])
-                                if other["cumulative_s"][k] and full["cumulative_s"][k]
-                                else None
-                                for k in full["cumulative_s"]
-                            },
-                        }
-                        if config.natural:
-                            s["natural"] = other["natural_s"] / full["natural_s"]
-                        speedups.append(s)
+    return [
+        _speedup(config, by_key[dt, b, wi, "full"], by_key[dt, b, wi, m])
+        for dt, b, wi, m in bench.configs
+        if m != "full"
+    ]
 
+
+def _breakdowns(bench: _Bench, timings: _Timings, log: Callable[[str], None]) -> list[dict]:
+    """With `--breakdown`: where the time of a cached step goes, per (dtype, beam size), on window 0."""
+    config = bench.config
+    if not config.breakdown:
+        return []
     breakdown = []
-    if config.breakdown:
-        log("breakdown of cached steps")
-        for dt, model in models.items():
-            for b in config.beam_sizes:
-                opts = forced_options(model, "full", b, config.sample_len, config.language)
-                step_breakdown(model, features[dt, 0], opts, runs=1)  # warm the wrappers
-                bd = step_breakdown(model, features[dt, 0], opts, runs=max(1, min(config.runs, 3)))
-                bd["dtype"] = dt
-                bd["encoder_ms"] = 1000 * _median(encoder_s[dt, 0])
-                breakdown.append(bd)
+    for dt, model in bench.models.items():
+        for b in config.beam_sizes:
+            log(f"breakdown of cached steps: {dt} beam {b}, {config.sample_len} tokens")
+            opts = forced_options(model, "full", b, config.sample_len, config.language)
+            step_breakdown(model, bench.features[dt, 0], opts, runs=1)  # warm the wrappers
+            bd = step_breakdown(model, bench.features[dt, 0], opts, runs=max(1, min(config.runs, 3)))
+            bd["dtype"] = dt
+            bd["encoder_ms"] = 1000 * _median(timings.encoder_s[dt, 0])
+            breakdown.append(bd)
+    return breakdown
 
+
+def run_bench(config: BenchConfig, log: Callable[[str], None] = lambda msg: None) -> dict:
+    """Time every (dtype, beam size, window, mode) and return the report (see the module docstring)."""
+    bench = _prepare(config, log)
+    sizes = (
+        f"{len(bench.dtypes)} dtype(s) x {len(config.beam_sizes)} beam size(s) x {len(config.modes)} mode(s)"
+    )
+    log(f"warm-up: {sizes}")
+    _warm_up(bench)
+    timings = _time_runs(bench, log)
+    results = [_result(config, c, timings) for c in bench.configs]
+    speedups = _speedups(bench, results)
+    breakdown = _breakdowns(bench, timings, log)
     return {
         "benchmark": "kv_cache",
         "machine": machine_info(),
         "model": config.model,
-        "device": str(device),
+        "device": str(bench.device),
         "file": str(config.file),
-        "windows": [{k: v for k, v in w.items() if k != "mel"} for w in windows],
+        "windows": [{k: v for k, v in w.items() if k != "mel"} for w in bench.windows],
         "runs": config.runs,
         "sample_len": config.sample_len,
         "milestones": list(config.milestones),

@@ -52,59 +52,53 @@ class _Timers:
                 delattr(obj, attr)
 
 
-def step_breakdown(model, audio_features, options, runs: int = 1) -> dict:
-    """Milliseconds per step spent in each part of a decode step (means over `runs` forced decodes).
+def _wrap_decoder(timers: _Timers, decoder) -> None:
+    """Time the decoder's blocks (self-attention, cross-attention and MLP inside each), its whole forward, the
+    token embedding and the final LayerNorm."""
+    for block in decoder.blocks:
+        timers.wrap(block, "decode", "blocks")
+        timers.wrap(block.attn, "cached", "self_attention")
+        timers.wrap(block.cross_attn, "cross", "cross_attention")
+        timers.wrap(block, "feed_forward", "mlp")
+    timers.wrap(decoder, "forward", "decoder_forward")
+    timers.wrap(decoder.token_embedding, "forward", "embedding")
+    timers.wrap(decoder.ln, "forward", "final_layernorm")
 
-    Parts: decoder self-attention / cross-attention (their residual adds included) / MLP with its LayerNorm and
-    residual add (all layers), the rest of the blocks (the attention LayerNorms), token + position embedding, final LayerNorm, output projection and glue (the decoder
-    forward minus all of those: mostly the (B, C) x (C, n_vocab) logits matmul), the cache-mode work around
-    the decoder (cross K/V refills when not "full"), each logits processor, the chooser, cache reordering
-    (beam search) and the step's own bookkeeping (everything else in `DecodingTask.step`). The model is
-    left as it was.
-    """
+
+def _timed_decode(model, audio_features, options, timers: _Timers) -> tuple[float, float, int]:
+    """One decode with the task's logits processors, chooser and cache runner timed too (their wraps undone
+    afterwards): (seconds in `DecodingTask.start`, seconds in the steps, steps)."""
     import torch
 
     from ..decoding import DecodingTask
 
-    sync = _sync(model.device)
-    timers = _Timers(sync)
-    dec = model.decoder
-    step_total, n_steps, start_total = 0.0, 0, 0.0
-    try:
-        for block in dec.blocks:
-            timers.wrap(block, "decode", "blocks")
-            timers.wrap(block.attn, "cached", "self_attention")
-            timers.wrap(block.cross_attn, "cross", "cross_attention")
-            timers.wrap(block, "feed_forward", "mlp")
-        timers.wrap(dec, "forward", "decoder_forward")
-        timers.wrap(dec.token_embedding, "forward", "embedding")
-        timers.wrap(dec.ln, "forward", "final_layernorm")
-        model_wraps = len(timers._patched)
-        with torch.no_grad():
-            for _ in range(runs):
-                task = DecodingTask(model, options)
-                for p in task.processors:
-                    timers.wrap(p, "apply", f"processor:{p.name}")
-                timers.wrap(task.chooser, "update", "chooser")
-                tokens = torch.tensor([task.initial_tokens])
-                sync()
-                t0 = time.perf_counter()
-                state = task.start(audio_features, tokens)
-                sync()
-                start_total += time.perf_counter() - t0
-                timers.wrap(state.runner, "logits", "runner_logits")
-                timers.wrap(state.runner, "reorder", "cache_reorder")
-                while not state.completed:
-                    t0 = time.perf_counter()
-                    task.step(state)
-                    sync()
-                    step_total += time.perf_counter() - t0
-                    n_steps += 1
-                timers.restore(keep=model_wraps)  # this task's wraps
-    finally:
-        timers.restore()
+    sync = timers.sync
+    keep = len(timers._patched)
+    task = DecodingTask(model, options)
+    for p in task.processors:
+        timers.wrap(p, "apply", f"processor:{p.name}")
+    timers.wrap(task.chooser, "update", "chooser")
+    tokens = torch.tensor([task.initial_tokens])
+    sync()
+    t0 = time.perf_counter()
+    state = task.start(audio_features, tokens)
+    sync()
+    start_s = time.perf_counter() - t0
+    timers.wrap(state.runner, "logits", "runner_logits")
+    timers.wrap(state.runner, "reorder", "cache_reorder")
+    steps_s, n_steps = 0.0, 0
+    while not state.completed:
+        t0 = time.perf_counter()
+        task.step(state)
+        sync()
+        steps_s += time.perf_counter() - t0
+        n_steps += 1
+    timers.restore(keep=keep)
+    return start_s, steps_s, n_steps
 
-    t = timers.total
+
+def _parts_ms(t: dict[str, float], step_total: float, n_steps: int) -> dict[str, float]:
+    """Milliseconds per step of each part, from the timers' totals (parts that hold others net of them)."""
 
     def ms(x: float) -> float:
         return 1000 * x / max(n_steps, 1)
@@ -120,7 +114,7 @@ def step_breakdown(model, audio_features, options, runs: int = 1) -> dict:
         + t.get("chooser", 0.0)
         + t.get("cache_reorder", 0.0)
     )
-    parts = {
+    return {
         "self_attention": ms(t.get("self_attention", 0.0)),
         "cross_attention": ms(t.get("cross_attention", 0.0)),
         "mlp": ms(t.get("mlp", 0.0)),
@@ -134,11 +128,37 @@ def step_breakdown(model, audio_features, options, runs: int = 1) -> dict:
         "cache_reorder": ms(t.get("cache_reorder", 0.0)),
         "step_bookkeeping": ms(step_total - accounted),
     }
+
+
+def step_breakdown(model, audio_features, options, runs: int = 1) -> dict:
+    """Milliseconds per step spent in each part of a decode step (means over `runs` forced decodes).
+
+    Parts: decoder self-attention / cross-attention (their residual adds included) / MLP with its LayerNorm and
+    residual add (all layers), the rest of the blocks (the attention LayerNorms), token + position embedding,
+    final LayerNorm, output projection and glue (the decoder forward minus all of those: mostly the (B, C) x
+    (C, n_vocab) logits matmul), the cache-mode work around the decoder (cross K/V refills when not "full"),
+    each logits processor, the chooser, cache reordering (beam search) and the step's own bookkeeping
+    (everything else in `DecodingTask.step`). The model is left as it was.
+    """
+    import torch
+
+    timers = _Timers(_sync(model.device))
+    start_total, step_total, n_steps = 0.0, 0.0, 0
+    try:
+        _wrap_decoder(timers, model.decoder)
+        with torch.no_grad():
+            for _ in range(runs):
+                start_s, steps_s, steps = _timed_decode(model, audio_features, options, timers)
+                start_total += start_s
+                step_total += steps_s
+                n_steps += steps
+    finally:
+        timers.restore()
     return {
         "mode": options.kv_cache,
         "beam_size": options.beam_size or 1,
         "steps": n_steps,
-        "step_ms": ms(step_total),
+        "step_ms": 1000 * step_total / max(n_steps, 1),
         "start_ms": 1000 * start_total / max(runs, 1),
-        "parts_ms": parts,
+        "parts_ms": _parts_ms(timers.total, step_total, n_steps),
     }

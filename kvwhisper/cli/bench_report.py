@@ -23,12 +23,17 @@ def format_table(rows: list[dict], columns: Sequence[tuple[str, str, str]]) -> s
     return "\n".join(lines)
 
 
-def format_report(report: dict) -> str:
+def _config_label(entry: dict) -> str:
+    return f"{entry['dtype']} beam {entry['beam_size']} w{entry['window']}"
+
+
+def _results_table(report: dict) -> str:
+    """One row per (dtype, beam size, window, mode): the encoder, the set-up, steps and cumulative times."""
     ms = report["milestones"]
     rows = []
     for e in report["results"]:
         row = {
-            "config": f"{e['dtype']} beam {e['beam_size']} w{e['window']}",
+            "config": _config_label(e),
             "mode": e["mode"],
             "enc": 1000 * e["encoder_s"],
             "start": 1000 * e["start_s"],
@@ -55,64 +60,87 @@ def format_report(report: dict) -> str:
         ("natural", "natural decode s", ".3f"),
         ("ntok", "natural tokens", ""),
     ]
+    return format_table(rows, cols)
+
+
+def _speedups_table(report: dict) -> str:
+    """One row per comparison of "full" with another mode: the ratios at each milestone and overall."""
+    ms = report["milestones"]
+    rows = []
+    for s in report["speedups"]:
+        row = {"config": _config_label(s), "vs": s["vs"]}
+        for k in ms:
+            row[f"x{k}"] = s["at"].get(str(k))
+        row["xall"] = s["at"].get(str(report["sample_len"]))
+        row["xnat"] = s.get("natural")
+        rows.append(row)
+    cols = [
+        ("config", "config", ""),
+        ("vs", "full is faster than", ""),
+        *[(f"x{k}", f"x at {k} tok", ".2f") for k in ms],
+        ("xall", f"x at {report['sample_len']} tok", ".2f"),
+        ("xnat", "x natural decode", ".2f"),
+    ]
+    return format_table(rows, cols)
+
+
+def _breakdown_columns(report: dict, names: list[str]) -> list[dict]:
+    """Per breakdown (dtype, beam size): its label, the whole step, the encoder, each part and its share."""
+    columns = []
+    for bd in report["breakdown"]:
+        column = {
+            "config": f"{bd['dtype']} beam {bd['beam_size']}",
+            "step": bd["step_ms"],
+            "enc": bd["encoder_ms"],
+        }
+        for n in names:
+            v = bd["parts_ms"].get(n)
+            column[n] = v
+            column[n + "%"] = 100 * v / bd["step_ms"] if v is not None and bd["step_ms"] else None
+        columns.append(column)
+    return columns
+
+
+def _breakdown_table(report: dict) -> str:
+    """The parts of a cached step down the side, one column per (dtype, beam size), the encoder last."""
+    names = list(report["breakdown"][0]["parts_ms"])
+    columns = _breakdown_columns(report, names)
+    cols = [("config", "part of a cached step (ms, % of step)", "")] + [
+        (c["config"], c["config"], "") for c in columns
+    ]
+    rows = []
+    for n in [*names, "step"]:
+        line = {"config": n if n != "step" else "whole step"}
+        for c in columns:
+            v = c[n]
+            pct = c.get(n + "%")
+            line[c["config"]] = f"{v:.2f}" + (f" ({pct:.0f}%)" if pct is not None else "")
+        rows.append(line)
+    enc = {"config": "encoder, once per window"}
+    for c in columns:
+        enc[c["config"]] = f"{c['enc']:.0f}"
+    rows.append(enc)
+    return format_table(rows, cols)
+
+
+def format_report(report: dict) -> str:
+    """The stdout report: a heading line, the timings table, then the speed-ups and the breakdown if any."""
+    machine = report["machine"]
     parts = [
-        f"kvwhisper bench: {report['model']} on {report['device']} ({report['machine']['cpu']}, "
-        f"{report['machine']['torch_threads']} threads), {report['runs']} runs, median; {report['file']}",
+        f"kvwhisper bench: {report['model']} on {report['device']} ({machine['cpu']}, "
+        f"{machine['torch_threads']} threads), {report['runs']} runs, median; {report['file']}",
         "",
-        format_table(rows, cols),
+        _results_table(report),
     ]
     if report["speedups"]:
-        srows = []
-        for s in report["speedups"]:
-            row = {"config": f"{s['dtype']} beam {s['beam_size']} w{s['window']}", "vs": s["vs"]}
-            for k in ms:
-                row[f"x{k}"] = s["at"].get(str(k))
-            row["xall"] = s["at"].get(str(report["sample_len"]))
-            row["xnat"] = s.get("natural")
-            srows.append(row)
-        scols = [
-            ("config", "config", ""),
-            ("vs", "full is faster than", ""),
-            *[(f"x{k}", f"x at {k} tok", ".2f") for k in ms],
-            ("xall", f"x at {report['sample_len']} tok", ".2f"),
-            ("xnat", "x natural decode", ".2f"),
-        ]
         parts += [
             "",
             "Speed-up of the full cache (time of the other mode / time of full):",
             "",
-            format_table(srows, scols),
+            _speedups_table(report),
         ]
     if report["breakdown"]:
-        names = list(report["breakdown"][0]["parts_ms"])
-        brows = []
-        for bd in report["breakdown"]:
-            row = {
-                "config": f"{bd['dtype']} beam {bd['beam_size']}",
-                "step": bd["step_ms"],
-                "enc": bd["encoder_ms"],
-            }
-            for n in names:
-                v = bd["parts_ms"].get(n)
-                row[n] = v
-                row[n + "%"] = 100 * v / bd["step_ms"] if v is not None and bd["step_ms"] else None
-            brows.append(row)
-        bcols = [("config", "part of a cached step (ms, % of step)", "")] + [
-            (r["config"], r["config"], "") for r in brows
-        ]
-        table_rows = []
-        for n in [*names, "step"]:
-            line = {"config": n if n != "step" else "whole step"}
-            for r in brows:
-                v = r[n]
-                pct = r.get(n + "%")
-                line[r["config"]] = f"{v:.2f}" + (f" ({pct:.0f}%)" if pct is not None else "")
-            table_rows.append(line)
-        enc = {"config": "encoder, once per window"}
-        for r in brows:
-            enc[r["config"]] = f"{r['enc']:.0f}"
-        table_rows.append(enc)
-        parts += ["", "Where a cached (full) step's time goes:", "", format_table(table_rows, bcols)]
+        parts += ["", "Where a cached (full) step's time goes:", "", _breakdown_table(report)]
     return "\n".join(parts)
 
 
