@@ -440,6 +440,8 @@ py_attend(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
            (int)d[4], scratch, (int)threads);
     Py_END_ALLOW_THREADS
     PyMem_RawFree(scratch);
+#else
+    (void)threads;
 #endif
     Py_RETURN_NONE;
 }
