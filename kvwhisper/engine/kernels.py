@@ -18,9 +18,10 @@ operations as before. Results agree with torch's to fp32 rounding (other summati
 do not depend on the thread count.
 
 Each kernel has an AVX-512 and an AVX2 version, one width-generic code whose lanes do the same operations in
-the same order: the two give the same bits. The best one this CPU runs is used (`isas()`, `isa()`);
-`set_isa("avx2")`, or the environment variable `KVWHISPER_KERNEL_ISA=avx2` (read once, at import), runs AVX2's on
-an AVX-512 CPU, so that it is tested there too.
+the same order: the two give the same bits (tested where a CPU runs both). The best one this CPU runs is used
+(`isas()`, `isa()`); `set_isa("avx2")`, or the environment variable `KVWHISPER_KERNEL_ISA=avx2` (read once, at
+import: an unknown name or a version this CPU does not run fails the import), runs AVX2's on an AVX-512 CPU, so
+that it is tested there too.
 """
 
 from __future__ import annotations
