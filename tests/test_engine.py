@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import FrozenInstanceError
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -499,21 +500,57 @@ def _kernels_or_skip():
     from kvwhisper.cpu import kernels, packed
 
     if not kernels.available():
-        why = "the C kernels (kvwhisper.cpu._kernels) are not built or this CPU has no AVX-512"
+        why = (
+            "the C kernels (kvwhisper.cpu._kernels) are not built, or this CPU runs neither their AVX-512 "
+            "nor their AVX2 version"
+        )
         if os.environ.get("KVWHISPER_EXPECT_KERNELS"):  # set by .ci/run: there it must run, not skip
             pytest.fail(f"{why} (KVWHISPER_EXPECT_KERNELS is set)")
         pytest.skip(why)
     return packed
 
 
+# the CPU flags (/proc/cpuinfo) each version of the C kernels needs
+_ISA_FLAGS = {"avx512": {"avx512f", "avx2", "f16c", "fma"}, "avx2": {"avx2", "f16c", "fma"}}
+
+
+def _cpu_flags() -> set[str]:
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return set()
+    return next((set(line.split(":", 1)[1].split()) for line in lines if line.startswith("flags")), set())
+
+
+@pytest.fixture(params=["avx512", "avx2"])
+def kernel_isa(request):
+    """Runs a test once per version of the C kernels (kernels.set_isa), skipping a version this CPU does not
+    run: AVX-512's on an AVX2 CPU. With KVWHISPER_EXPECT_KERNELS, some version must run, and so must each
+    one whose flags /proc/cpuinfo lists."""
+    _kernels_or_skip()
+    from kvwhisper.cpu import kernels
+
+    if request.param not in kernels.isas():
+        if os.environ.get("KVWHISPER_EXPECT_KERNELS") and _ISA_FLAGS[request.param] <= _cpu_flags():
+            pytest.fail(f"the CPU has {sorted(_ISA_FLAGS[request.param])}, yet the kernels' isas() lack it")
+        pytest.skip(f"this CPU does not run the kernels' {request.param} version")
+    before = kernels.isa()
+    kernels.set_isa(request.param)
+    try:
+        yield request.param
+    finally:
+        kernels.set_isa(before)
+
+
 @pytest.mark.parametrize("rows", [1, 2, 5, 7, 16])
 @pytest.mark.parametrize("n_out", [48, 64, 200])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_half_kernel_equals_plain_product_on_2_byte_weights(rows, n_out, dtype):
+def test_half_kernel_equals_plain_product_on_2_byte_weights(rows, n_out, dtype, kernel_isa):
     """fp32 weights that are fp16 numbers (as every Whisper checkpoint's are) go through kernels.gemv: fp32
     arithmetic over the weight read as fp16, equal to F.linear up to summation order; bias, residual add and
     GELU as in the plain ops; any number of outputs (groups of 64 padded). bf16 weights are read as bf16
-    against fp32 rows: F.linear of the same weight in fp32, and an fp32 result."""
+    against fp32 rows: F.linear of the same weight in fp32, and an fp32 result. Each version of the kernel
+    (AVX-512, AVX2) this CPU runs."""
     packed = _kernels_or_skip()
     torch.manual_seed(0)
     lin = packed.PackedLinear(96, n_out).to(dtype)
@@ -598,10 +635,10 @@ def test_kernels_refuse_bad_calls():
 @pytest.mark.parametrize("rows", [1, 3, 5, 8])
 @pytest.mark.parametrize("keys", [1, 15, 17, 200, 1500])
 @pytest.mark.parametrize("head", [64, 32])
-def test_attention_kernel_equals_sdpa(rows, keys, head):
+def test_attention_kernel_equals_sdpa(rows, keys, head, kernel_isa):
     """Few-query attention (a decode step) through the C kernel: SDPA's result to fp32 rounding, for any
-    number of keys (tails of 16 included), head sizes 32 and 64, and thread counts 1 and 2 alike."""
-    _kernels_or_skip()
+    number of keys (tails of 16 included), head sizes 32 and 64, and thread counts 1 and 2 alike; each
+    version of the kernel (AVX-512, AVX2) this CPU runs."""
     from kvwhisper.cpu import kernels
 
     torch.manual_seed(keys + rows)
@@ -618,11 +655,10 @@ def test_attention_kernel_equals_sdpa(rows, keys, head):
         torch.set_num_threads(threads)
 
 
-def test_attention_kernel_reads_views_where_they_lie():
+def test_attention_kernel_reads_views_where_they_lie(kernel_isa):
     """The decode step's operands are views: q from the fused q/k/v product (rows of 3C), K/V the filled
     part of a static cache buffer (head stride = capacity * D). The kernel reads them in place; the output
     merges back to (B, T, C) as a view."""
-    _kernels_or_skip()
     from kvwhisper.cpu import kernels
 
     torch.manual_seed(0)
@@ -643,6 +679,70 @@ def test_attention_kernel_reads_views_where_they_lie():
     )
     assert not kernels.attend_applies(q.double(), k.double(), v.double())
     assert not kernels.attend_applies(q[..., :24], k[..., :24], v[..., :24])
+
+
+def test_kernel_versions_give_the_same_bits():
+    """The AVX-512 and AVX2 kernels are one width-generic code: the same operations in the same order in each
+    lane, the same tree for the horizontal sums. Products (fp16 and bf16 weights, rows past a pass of 5,
+    outputs past a group of 64) and attention (key tails of 16) are bit for bit the same in both."""
+    packed = _kernels_or_skip()
+    from kvwhisper.cpu import kernels
+
+    runs = kernels.isas()
+    if len(runs) < 2:
+        pytest.skip(f"this CPU runs only the kernels' {runs[0]} version: nothing to compare it with")
+    torch.manual_seed(0)
+    x, add, bias = torch.randn(7, 384), torch.randn(7, 200), torch.randn(200)
+    weights = [torch.randn(200, 384).half().float(), torch.randn(200, 384).bfloat16()]
+    packs = [packed.pack_half(w, [bias], [200]) for w in weights]
+    q, k, v = torch.randn(2, 6, 5, 64), torch.randn(2, 6, 1500, 64) * 3, torch.randn(2, 6, 1500, 64)
+    before = kernels.isa()
+    results = {}
+    try:
+        for name in runs:
+            kernels.set_isa(name)
+            results[name] = [kernels.gemv(x, w, b, 200, add) for w, b in packs] + [kernels.attend(q, k, v)]
+    finally:
+        kernels.set_isa(before)
+    for name in runs[1:]:
+        assert all(torch.equal(a, b) for a, b in zip(results[runs[0]], results[name]))
+
+
+def test_kernel_version_is_chosen_by_set_isa_and_the_environment():
+    """By default the best version this CPU runs; kernels.set_isa chooses another (None: the best again), and
+    so does KVWHISPER_KERNEL_ISA, read at import. Names other than the versions are refused, and so is a
+    version this CPU does not run."""
+    _kernels_or_skip()
+    import subprocess
+    import sys
+
+    from kvwhisper.cpu import kernels
+
+    runs = kernels.isas()
+    assert runs and set(runs) <= set(kernels.ISAS) and list(runs) == [i for i in kernels.ISAS if i in runs]
+    assert kernels.isa() == (os.environ.get("KVWHISPER_KERNEL_ISA") or runs[0])
+    before = kernels.isa()
+    try:
+        kernels.set_isa(runs[-1])
+        assert kernels.isa() == runs[-1]
+        kernels.set_isa(None)
+        assert kernels.isa() == runs[0]
+        with pytest.raises(ValueError, match="not one of"):
+            kernels.set_isa("sse2")
+        with pytest.raises(ValueError, match="not one of"):
+            kernels._c.set_isa("sse2")
+        for missing in set(kernels.ISAS) - set(runs):  # AVX-512's on an AVX2 CPU
+            with pytest.raises(RuntimeError, match="does not run"):
+                kernels.set_isa(missing)
+            assert kernels.isa() == runs[0]
+    finally:
+        kernels.set_isa(before)
+    code = "from kvwhisper.cpu import kernels; print(kernels.isa())"
+    env = {**os.environ, "KVWHISPER_KERNEL_ISA": "avx2"}
+    repo = Path(__file__).resolve().parents[1]  # the source tree, as this process imports it
+    out = subprocess.run([sys.executable, "-c", code], cwd=repo, env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["avx2"]
 
 
 @pytest.mark.slow

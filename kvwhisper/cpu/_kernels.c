@@ -1,4 +1,5 @@
-/* The decode step's two memory-bound parts as CPU kernels (x86-64 with AVX-512): kvwhisper.engine._kernels.
+/* The decode step's two memory-bound parts as CPU kernels (x86-64 with AVX-512, or AVX2 with F16C and FMA):
+kvwhisper.engine._kernels.
 
 A cached decode step multiplies a few rows (one per beam) by every weight of the decoder and attends them
 over every audio position: its time is the bytes it reads. Python side: kvwhisper/engine/kernels.py.
@@ -9,15 +10,26 @@ gemv: y[m, n] = sum_k W[n, k] * x[m, k] + bias[n] + add[m, n], over 2-byte weigh
    (vcvtph2ps: exact), so the arithmetic is fp32's and the bytes read are halved. A bf16 model's weights are
    read as bf16 and widened the same way (a shift), against fp32 rows: only the weights are rounded. W is packed as
    (ceil(N / 64), K, 64) fp16: for each group of 64 outputs, their 64 weights of input k are contiguous, so a
-   group is one sequential stream and its 64 sums stay in 4 registers per row.
+   group is one sequential stream.
 
 attend: softmax(q K^T / sqrt(D)) V for a few query rows per (batch, head) over S keys, in fp32: one pass over
    K for the scores (kept in a small buffer), one over V. Strides are given per tensor, so the fused q/k/v
    product's views, the self-attention cache's slice and the cross-attention K/V are read where they lie.
 
+Two versions of each, chosen at run time (set_isa; by default the best this CPU runs): AVX-512's and AVX2's.
+Both are the one width-generic code below, written over vectors of 16 fp32 numbers: one AVX-512 register or
+two AVX2 registers. Each lane does the same operations in the same order in both, and the horizontal sums
+add in the same tree, so the two give the same bits; they differ only in how many vectors a pass keeps in
+registers (VECS: AVX-512 has 32 registers of 16 numbers, AVX2 16 of 8).
+
 Work is split over OpenMP threads (the OpenMP runtime torch loaded, when it is the same library): by groups
 of 64 outputs, or by (batch, head). Each output is computed by one thread in one order, so results do not
-depend on the thread count. No torch headers: the wrapper passes data pointers (tensor.data_ptr()) as ints. */
+depend on the thread count. No torch headers: the wrapper passes data pointers (tensor.data_ptr()) as ints.
+
+The file is compiled once and includes itself once per instruction set: the module part first (`V` not
+defined), and, at its end, the width-generic kernels. */
+
+#ifndef V /* ---------------------------------- the module ---------------------------------- */
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -36,83 +48,200 @@ depend on the thread count. No torch headers: the wrapper passes data pointers (
 #define HAVE_KERNEL 0
 #endif
 
-#define GROUP 64 /* outputs per group: 4 AVX-512 registers of 16 fp32 */
-#define MAX_ROWS 5 /* rows per pass: 4 x 5 accumulators + 4 weights fit in 32 registers */
+#define GROUP 64 /* outputs per group of the packed weight: 4 vectors of 16 */
+#define MAX_ROWS 5 /* rows per pass: 5 x VECS accumulators and VECS weights stay in registers */
+#define ATTEND_ROWS 8 /* query rows per (batch, head) at most: beams of a window */
 
 #if HAVE_KERNEL
-#define KERNEL_TARGET __attribute__((target("avx512f,f16c,fma")))
+#define INLINE static inline __attribute__((always_inline))
+#define TARGET_AVX512 __attribute__((target("avx512f,f16c,fma")))
+#define TARGET_AVX2 __attribute__((target("avx2,f16c,fma")))
 
-/* 16 stored weights widened to fp32 (exact either way): fp16 by vcvtph2ps, bf16 by a 16-bit shift */
-static inline __attribute__((always_inline)) KERNEL_TARGET __m512
-widen(const uint16_t *p, const int bf16)
+/* Vectors of 16 fp32 numbers, one type and one set of operations per instruction set (name_avx512,
+   name_avx2): zero, set1, load/store of 16 or of the first n (1..16: loadn zero-fills the others),
+   keepn (the first n lanes, zeros after), add, sub, mul, max, fma (a * b + c), fnma (c - a * b), round (to
+   nearest), scale2 (p * 2^n for integral n in [-126, 0]), hsum (the sum of the 16 lanes in one fixed tree)
+   and widen (16 stored 2-byte weights as fp32: exact, fp16 by vcvtph2ps, bf16 by a 16-bit shift). */
+
+/* the sum of 8 lanes as ((4 + 0) + (6 + 2)) + ((5 + 1) + (7 + 3)); 16 lanes add their halves first (the
+   tree of _mm512_reduce_add_ps), in both instruction sets */
+INLINE __attribute__((target("avx"))) float
+hsum8(__m256 v)
+{
+    __m128 t = _mm_add_ps(_mm256_extractf128_ps(v, 1), _mm256_castps256_ps128(v));
+    t = _mm_add_ps(t, _mm_movehl_ps(t, t));
+    return _mm_cvtss_f32(_mm_add_ss(t, _mm_movehdup_ps(t)));
+}
+
+/* AVX-512: one register, n lanes by a mask */
+typedef __m512 vec_avx512;
+#define LANES(n) ((n) >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n)) - 1))
+INLINE TARGET_AVX512 __m512 zero_avx512(void) { return _mm512_setzero_ps(); }
+INLINE TARGET_AVX512 __m512 set1_avx512(float f) { return _mm512_set1_ps(f); }
+INLINE TARGET_AVX512 __m512 load_avx512(const float *p) { return _mm512_loadu_ps(p); }
+INLINE TARGET_AVX512 void store_avx512(float *p, __m512 v) { _mm512_storeu_ps(p, v); }
+INLINE TARGET_AVX512 __m512 loadn_avx512(const float *p, int n) { return _mm512_maskz_loadu_ps(LANES(n), p); }
+INLINE TARGET_AVX512 void storen_avx512(float *p, __m512 v, int n) { _mm512_mask_storeu_ps(p, LANES(n), v); }
+INLINE TARGET_AVX512 __m512 keepn_avx512(__m512 v, int n) { return _mm512_maskz_mov_ps(LANES(n), v); }
+INLINE TARGET_AVX512 __m512 add_avx512(__m512 a, __m512 b) { return _mm512_add_ps(a, b); }
+INLINE TARGET_AVX512 __m512 sub_avx512(__m512 a, __m512 b) { return _mm512_sub_ps(a, b); }
+INLINE TARGET_AVX512 __m512 mul_avx512(__m512 a, __m512 b) { return _mm512_mul_ps(a, b); }
+INLINE TARGET_AVX512 __m512 max_avx512(__m512 a, __m512 b) { return _mm512_max_ps(a, b); }
+INLINE TARGET_AVX512 __m512 fma_avx512(__m512 a, __m512 b, __m512 c) { return _mm512_fmadd_ps(a, b, c); }
+INLINE TARGET_AVX512 __m512 fnma_avx512(__m512 a, __m512 b, __m512 c) { return _mm512_fnmadd_ps(a, b, c); }
+INLINE TARGET_AVX512 __m512 scale2_avx512(__m512 p, __m512 n) { return _mm512_scalef_ps(p, n); }
+INLINE TARGET_AVX512 __m512
+round_avx512(__m512 v)
+{
+    return _mm512_roundscale_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+}
+INLINE TARGET_AVX512 float
+hsum_avx512(__m512 v)
+{
+    __m256 hi = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1));
+    return hsum8(_mm256_add_ps(hi, _mm512_castps512_ps256(v)));
+}
+INLINE TARGET_AVX512 __m512
+widen_avx512(const uint16_t *p, const int bf16)
 {
     __m256i h = _mm256_loadu_si256((const __m256i *)p);
     if (bf16) return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
     return _mm512_cvtph_ps(h);
 }
 
-static inline __attribute__((always_inline)) KERNEL_TARGET void
-groups(const uint16_t *wp, const float *x, float *y, const float *bias, const float *add, int N, int K,
-       int g0, int g1, const int rows, const int bf16)
+/* AVX2: two registers, lanes 0-7 and 8-15; n lanes by a mask vector for each */
+typedef struct {
+    __m256 lo, hi;
+} vec_avx2;
+#define EACH(f, a, b) ((vec_avx2){f(a.lo, b.lo), f(a.hi, b.hi)})
+#define EACH3(f, a, b, c) ((vec_avx2){f(a.lo, b.lo, c.lo), f(a.hi, b.hi, c.hi)})
+/* lanes i < n of 8 all ones, the others zero */
+INLINE TARGET_AVX2 __m256i
+lanes8(int n)
 {
-    for (int g = g0; g < g1; g++) {
-        __m512 acc[MAX_ROWS][4];
-        for (int m = 0; m < rows; m++)
-            for (int j = 0; j < 4; j++) acc[m][j] = _mm512_setzero_ps();
-        const uint16_t *w = wp + (size_t)g * K * GROUP;
-        for (int k = 0; k < K; k++) {
-            const uint16_t *wk = w + (size_t)k * GROUP;
-            _mm_prefetch((const char *)(wk + 32 * GROUP), _MM_HINT_T0);
-            _mm_prefetch((const char *)(wk + 32 * GROUP + 32), _MM_HINT_T0);
-            __m512 w0 = widen(wk, bf16);
-            __m512 w1 = widen(wk + 16, bf16);
-            __m512 w2 = widen(wk + 32, bf16);
-            __m512 w3 = widen(wk + 48, bf16);
-            for (int m = 0; m < rows; m++) {
-                __m512 xv = _mm512_set1_ps(x[(size_t)m * K + k]);
-                acc[m][0] = _mm512_fmadd_ps(w0, xv, acc[m][0]);
-                acc[m][1] = _mm512_fmadd_ps(w1, xv, acc[m][1]);
-                acc[m][2] = _mm512_fmadd_ps(w2, xv, acc[m][2]);
-                acc[m][3] = _mm512_fmadd_ps(w3, xv, acc[m][3]);
-            }
-        }
-        for (int j = 0; j < 4; j++) {
-            int n = g * GROUP + j * 16;
-            if (n >= N) break;
-            __mmask16 mask = n + 16 <= N ? (__mmask16)0xFFFF : (__mmask16)((1u << (N - n)) - 1);
-            __m512 b = bias ? _mm512_maskz_loadu_ps(mask, bias + n) : _mm512_setzero_ps();
-            for (int m = 0; m < rows; m++) {
-                __m512 r = _mm512_add_ps(acc[m][j], b);
-                if (add) r = _mm512_add_ps(_mm512_maskz_loadu_ps(mask, add + (size_t)m * N + n), r);
-                _mm512_mask_storeu_ps(y + (size_t)m * N + n, mask, r);
-            }
-        }
-    }
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+INLINE TARGET_AVX2 vec_avx2 zero_avx2(void) { return (vec_avx2){_mm256_setzero_ps(), _mm256_setzero_ps()}; }
+INLINE TARGET_AVX2 vec_avx2 set1_avx2(float f) { return (vec_avx2){_mm256_set1_ps(f), _mm256_set1_ps(f)}; }
+INLINE TARGET_AVX2 vec_avx2 load_avx2(const float *p) { return (vec_avx2){_mm256_loadu_ps(p), _mm256_loadu_ps(p + 8)}; }
+INLINE TARGET_AVX2 void
+store_avx2(float *p, vec_avx2 v)
+{
+    _mm256_storeu_ps(p, v.lo);
+    _mm256_storeu_ps(p + 8, v.hi);
+}
+INLINE TARGET_AVX2 vec_avx2
+loadn_avx2(const float *p, int n)
+{
+    return (vec_avx2){_mm256_maskload_ps(p, lanes8(n)), _mm256_maskload_ps(p + 8, lanes8(n - 8))};
+}
+INLINE TARGET_AVX2 void
+storen_avx2(float *p, vec_avx2 v, int n)
+{
+    _mm256_maskstore_ps(p, lanes8(n), v.lo);
+    _mm256_maskstore_ps(p + 8, lanes8(n - 8), v.hi);
+}
+INLINE TARGET_AVX2 vec_avx2
+keepn_avx2(vec_avx2 v, int n)
+{
+    return (vec_avx2){_mm256_and_ps(v.lo, _mm256_castsi256_ps(lanes8(n))),
+                      _mm256_and_ps(v.hi, _mm256_castsi256_ps(lanes8(n - 8)))};
+}
+INLINE TARGET_AVX2 vec_avx2 add_avx2(vec_avx2 a, vec_avx2 b) { return EACH(_mm256_add_ps, a, b); }
+INLINE TARGET_AVX2 vec_avx2 sub_avx2(vec_avx2 a, vec_avx2 b) { return EACH(_mm256_sub_ps, a, b); }
+INLINE TARGET_AVX2 vec_avx2 mul_avx2(vec_avx2 a, vec_avx2 b) { return EACH(_mm256_mul_ps, a, b); }
+INLINE TARGET_AVX2 vec_avx2 max_avx2(vec_avx2 a, vec_avx2 b) { return EACH(_mm256_max_ps, a, b); }
+INLINE TARGET_AVX2 vec_avx2 fma_avx2(vec_avx2 a, vec_avx2 b, vec_avx2 c) { return EACH3(_mm256_fmadd_ps, a, b, c); }
+INLINE TARGET_AVX2 vec_avx2 fnma_avx2(vec_avx2 a, vec_avx2 b, vec_avx2 c) { return EACH3(_mm256_fnmadd_ps, a, b, c); }
+INLINE TARGET_AVX2 __m256
+round8(__m256 v)
+{
+    return _mm256_round_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+}
+INLINE TARGET_AVX2 vec_avx2 round_avx2(vec_avx2 v) { return (vec_avx2){round8(v.lo), round8(v.hi)}; }
+/* 2^n built in the exponent field (n + 127 >= 1: a normal number), then one rounding of p * 2^n, as scalef */
+INLINE TARGET_AVX2 __m256
+pow2_8(__m256 n)
+{
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23));
+}
+INLINE TARGET_AVX2 vec_avx2
+scale2_avx2(vec_avx2 p, vec_avx2 n)
+{
+    return (vec_avx2){_mm256_mul_ps(p.lo, pow2_8(n.lo)), _mm256_mul_ps(p.hi, pow2_8(n.hi))};
+}
+INLINE TARGET_AVX2 float hsum_avx2(vec_avx2 v) { return hsum8(_mm256_add_ps(v.hi, v.lo)); }
+INLINE TARGET_AVX2 __m256
+widen8(const uint16_t *p, const int bf16)
+{
+    __m128i h = _mm_loadu_si128((const __m128i *)p);
+    if (bf16) return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+    return _mm256_cvtph_ps(h);
+}
+INLINE TARGET_AVX2 vec_avx2 widen_avx2(const uint16_t *p, const int bf16) { return (vec_avx2){widen8(p, bf16), widen8(p + 8, bf16)}; }
+
+/* the kernels for each instruction set: groups_avx512, attend_head_avx512, groups_avx2, attend_head_avx2 */
+#define V(name) name##_avx512
+#define TARGET TARGET_AVX512
+#define VECS 4 /* vectors of 16 a pass keeps per row: a group's 4 */
+#include "_kernels.c"
+#undef V
+#undef TARGET
+#undef VECS
+
+#define V(name) name##_avx2
+#define TARGET TARGET_AVX2
+#define VECS 1 /* 16 outputs a pass: 5 rows of 2 registers and the weights in 16 registers */
+#include "_kernels.c"
+#undef V
+#undef TARGET
+#undef VECS
+
+typedef void groups_fn(const uint16_t *wp, const float *x, float *y, const float *bias, const float *add, int M,
+                       int N, int K, int g0, int g1, int bf16);
+typedef void attend_head_fn(const float *q, long q_r, const float *k, long k_s, const float *v, long v_s, float *o,
+                            long o_r, int R, int S, int D, float *scores);
+
+static int
+runs_avx512(void)
+{
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c") &&
+           __builtin_cpu_supports("fma");
 }
 
-/* rows m0..m0+rows of x against groups g0..g1 */
-static KERNEL_TARGET void
-pass(const uint16_t *wp, const float *x, float *y, const float *bias, const float *add, int N, int K, int g0,
-     int g1, int rows, int bf16)
+static int
+runs_avx2(void)
 {
-#define ROWS(r)                                                                                               \
-    if (bf16) groups(wp, x, y, bias, add, N, K, g0, g1, r, 1);                                              \
-    else groups(wp, x, y, bias, add, N, K, g0, g1, r, 0);                                                    \
-    break;
-    switch (rows) {
-    case 1: ROWS(1)
-    case 2: ROWS(2)
-    case 3: ROWS(3)
-    case 4: ROWS(4)
-    default: ROWS(5)
-    }
-#undef ROWS
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c") && __builtin_cpu_supports("fma");
 }
+
+/* the versions, best first */
+static const struct isa {
+    const char *name;
+    int (*runs)(void); /* whether this CPU runs it */
+    groups_fn *groups;
+    attend_head_fn *attend_head;
+} ISAS[] = {
+    {"avx512", runs_avx512, groups_avx512, attend_head_avx512},
+    {"avx2", runs_avx2, groups_avx2, attend_head_avx2},
+};
+#define N_ISAS ((int)(sizeof(ISAS) / sizeof(ISAS[0])))
+
+static const struct isa *
+best_isa(void)
+{
+    for (int i = 0; i < N_ISAS; i++)
+        if (ISAS[i].runs()) return &ISAS[i];
+    return NULL;
+}
+
+static const struct isa *current; /* the version the kernels run; set at import to the best */
 
 static void
 gemv(const uint16_t *wp, const float *x, float *y, const float *bias, const float *add, int M, int N, int K,
      int bf16, int threads)
 {
+    groups_fn *groups = current->groups;
     int n_groups = (N + GROUP - 1) / GROUP;
     if (threads > n_groups) threads = n_groups;
     if (threads < 1) threads = 1;
@@ -124,90 +253,7 @@ gemv(const uint16_t *wp, const float *x, float *y, const float *bias, const floa
         T = omp_get_num_threads();
 #endif
         int g0 = (int)((long)n_groups * t / T), g1 = (int)((long)n_groups * (t + 1) / T);
-        for (int m = 0; m < M; m += MAX_ROWS) {
-            int rows = M - m < MAX_ROWS ? M - m : MAX_ROWS;
-            pass(wp, x + (size_t)m * K, y + (size_t)m * N, bias, add ? add + (size_t)m * N : NULL, N, K, g0, g1,
-                 rows, bf16);
-        }
-    }
-}
-
-/* e^x for x <= 0 (scores less their maximum), Cephes' expf polynomial: within ~1 ulp */
-static inline __attribute__((always_inline)) KERNEL_TARGET __m512
-exp_ps(__m512 x)
-{
-    x = _mm512_max_ps(x, _mm512_set1_ps(-87.0f));
-    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
-                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
-    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
-    __m512 p = _mm512_set1_ps(1.9875691500e-4f);
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
-    p = _mm512_fmadd_ps(_mm512_mul_ps(p, r), r, _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
-    return _mm512_scalef_ps(p, n);
-}
-
-#define ATTEND_ROWS 8 /* query rows per (batch, head) at most: beams of a window */
-
-/* one (batch, head): R query rows (stride q_r) over S keys/values (rows of D, strides k_s, v_s) */
-static KERNEL_TARGET void
-attend_head(const float *q, long q_r, const float *k, long k_s, const float *v, long v_s, float *o, long o_r,
-            int R, int S, int D, float *scores)
-{
-    const float scale = 1.0f / sqrtf((float)D);
-    const int nd = D / 16;
-    float inv[ATTEND_ROWS]; /* 1 / the softmax denominator of each row */
-    for (int r = 0; r < R; r++) {
-        float *sc = scores + (size_t)r * S;
-        __m512 qv[8];
-        for (int j = 0; j < nd; j++) qv[j] = _mm512_mul_ps(_mm512_loadu_ps(q + r * q_r + 16 * j), _mm512_set1_ps(scale));
-        __m512 mx = _mm512_set1_ps(-INFINITY);
-        int s = 0;
-        for (; s < S; s++) {
-            const float *ks = k + s * k_s;
-            __m512 a = _mm512_mul_ps(qv[0], _mm512_loadu_ps(ks));
-            for (int j = 1; j < nd; j++) a = _mm512_fmadd_ps(qv[j], _mm512_loadu_ps(ks + 16 * j), a);
-            sc[s] = _mm512_reduce_add_ps(a);
-        }
-        for (s = 0; s + 16 <= S; s += 16) mx = _mm512_max_ps(mx, _mm512_loadu_ps(sc + s));
-        if (s < S) mx = _mm512_mask_max_ps(mx, (__mmask16)((1u << (S - s)) - 1), mx, _mm512_maskz_loadu_ps((__mmask16)((1u << (S - s)) - 1), sc + s));
-        __m512 m = _mm512_set1_ps(_mm512_reduce_max_ps(mx));
-        __m512 sum = _mm512_setzero_ps();
-        for (s = 0; s + 16 <= S; s += 16) {
-            __m512 e = exp_ps(_mm512_sub_ps(_mm512_loadu_ps(sc + s), m));
-            _mm512_storeu_ps(sc + s, e);
-            sum = _mm512_add_ps(sum, e);
-        }
-        if (s < S) {
-            __mmask16 mask = (__mmask16)((1u << (S - s)) - 1);
-            __m512 e = _mm512_maskz_mov_ps(mask, exp_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(mask, sc + s), m)));
-            _mm512_mask_storeu_ps(sc + s, mask, e);
-            sum = _mm512_add_ps(sum, e);
-        }
-        inv[r] = 1.0f / _mm512_reduce_add_ps(sum);
-    }
-    /* out[r] = sum_s e[r, s] V[s] / sum_s e[r, s]: V read once for all rows */
-    for (int d0 = 0; d0 < nd; d0 += 4) {
-        int dn = nd - d0 < 4 ? nd - d0 : 4;
-        __m512 acc[ATTEND_ROWS][4];
-        for (int r = 0; r < R; r++)
-            for (int j = 0; j < dn; j++) acc[r][j] = _mm512_setzero_ps();
-        for (int s = 0; s < S; s++) {
-            const float *vs = v + s * v_s + 16 * d0;
-            __m512 vv[4];
-            for (int j = 0; j < dn; j++) vv[j] = _mm512_loadu_ps(vs + 16 * j);
-            for (int r = 0; r < R; r++) {
-                __m512 p = _mm512_set1_ps(scores[(size_t)r * S + s]);
-                for (int j = 0; j < dn; j++) acc[r][j] = _mm512_fmadd_ps(p, vv[j], acc[r][j]);
-            }
-        }
-        for (int r = 0; r < R; r++)
-            for (int j = 0; j < dn; j++)
-                _mm512_storeu_ps(o + r * o_r + 16 * (d0 + j), _mm512_mul_ps(acc[r][j], _mm512_set1_ps(inv[r])));
+        groups(wp, x, y, bias, add, M, N, K, g0, g1, bf16);
     }
 }
 
@@ -217,6 +263,7 @@ static void
 attend(const float *q, const long *qs, const float *k, const long *ks, const float *v, const long *vs, float *o,
        const long *os, int N, int H, int R, int S, int D, float *scratch, int threads)
 {
+    attend_head_fn *attend_head = current->attend_head;
     int pairs = N * H;
 #pragma omp parallel num_threads(threads) if (threads > 1)
     {
@@ -239,8 +286,7 @@ static int
 supported(void)
 {
 #if HAVE_KERNEL
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("f16c") && __builtin_cpu_supports("fma");
+    return current != NULL;
 #else
     return 0;
 #endif
@@ -250,6 +296,56 @@ static PyObject *
 py_supported(PyObject *self, PyObject *unused)
 {
     return PyBool_FromLong(supported());
+}
+
+/* the names of the versions this CPU runs, best first */
+static PyObject *
+py_isas(PyObject *self, PyObject *unused)
+{
+    PyObject *names = PyList_New(0);
+#if HAVE_KERNEL
+    for (int i = 0; names && i < N_ISAS; i++) {
+        if (!ISAS[i].runs()) continue;
+        PyObject *name = PyUnicode_FromString(ISAS[i].name);
+        if (!name || PyList_Append(names, name)) Py_CLEAR(names);
+        Py_XDECREF(name);
+    }
+#endif
+    return names;
+}
+
+static PyObject *
+py_isa(PyObject *self, PyObject *unused)
+{
+#if HAVE_KERNEL
+    if (current) return PyUnicode_FromString(current->name);
+#endif
+    Py_RETURN_NONE;
+}
+
+/* set_isa(name): run that version ("avx512", "avx2"), or the best this CPU runs for None */
+static PyObject *
+py_set_isa(PyObject *self, PyObject *arg)
+{
+    if (arg == Py_None) {
+#if HAVE_KERNEL
+        current = best_isa();
+#endif
+        Py_RETURN_NONE;
+    }
+    const char *name = PyUnicode_AsUTF8(arg);
+    if (!name) return NULL;
+#if HAVE_KERNEL
+    for (int i = 0; i < N_ISAS; i++) {
+        if (strcmp(name, ISAS[i].name)) continue;
+        if (!ISAS[i].runs()) return PyErr_Format(PyExc_RuntimeError, "set_isa: this CPU does not run %s", name);
+        current = &ISAS[i];
+        Py_RETURN_NONE;
+    }
+    return PyErr_Format(PyExc_ValueError, "set_isa: %R is not one of 'avx512', 'avx2'", arg);
+#else
+    return PyErr_Format(PyExc_RuntimeError, "set_isa: the kernels are built for x86-64 only, not %R", arg);
+#endif
 }
 
 /* args[0:n_ptr] as pointers (None: NULL), the next n_long as longs; -1 with the error set (a TypeError naming
@@ -266,6 +362,8 @@ parse_args(PyObject *const *args, Py_ssize_t nargs, int n_ptr, void **p, int n_l
     return PyErr_Occurred() ? -1 : 0;
 }
 
+#define NO_KERNEL ": this CPU has neither AVX-512 nor AVX2 (with F16C and FMA), or it is not x86-64"
+
 /* gemv(w, x, y, bias, add, M, N, K, bf16, threads): pointers as ints (bias/add: 0 or None for none); W stored
    as fp16 numbers, or as bf16 with bf16 true */
 static PyObject *
@@ -280,7 +378,7 @@ py_gemv(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     }
     if (!supported()) {
-        PyErr_SetString(PyExc_RuntimeError, "gemv: this CPU has no AVX-512 (avx512f, f16c, fma)");
+        PyErr_SetString(PyExc_RuntimeError, "gemv" NO_KERNEL);
         return NULL;
     }
 #if HAVE_KERNEL
@@ -328,7 +426,7 @@ py_attend(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     }
     if (!supported()) {
-        PyErr_SetString(PyExc_RuntimeError, "attend: this CPU has no AVX-512 (avx512f, f16c, fma)");
+        PyErr_SetString(PyExc_RuntimeError, "attend" NO_KERNEL);
         return NULL;
     }
 #if HAVE_KERNEL
@@ -342,12 +440,18 @@ py_attend(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
            (int)d[4], scratch, (int)threads);
     Py_END_ALLOW_THREADS
     PyMem_RawFree(scratch);
+#else
+    (void)threads;
 #endif
     Py_RETURN_NONE;
 }
 
 static PyMethodDef methods[] = {
-    {"supported", py_supported, METH_NOARGS, "Whether this CPU runs the kernel (AVX-512 with F16C and FMA)."},
+    {"supported", py_supported, METH_NOARGS,
+     "Whether this CPU runs the kernels (AVX-512, or AVX2, with F16C and FMA)."},
+    {"isas", py_isas, METH_NOARGS, "isas(): the names of the versions this CPU runs, best first."},
+    {"isa", py_isa, METH_NOARGS, "isa(): the name of the version the kernels run (None: none runs here)."},
+    {"set_isa", py_set_isa, METH_O, "set_isa(name): run version 'avx512' or 'avx2'; None: the best here."},
     {"gemv", (PyCFunction)(void (*)(void))py_gemv, METH_FASTCALL,
      "gemv(w, x, y, bias, add, M, N, K, bf16, threads): y = x @ W.T + bias + add, W packed fp16 or bf16."},
     {"attend", (PyCFunction)(void (*)(void))py_attend, METH_FASTCALL,
@@ -360,5 +464,144 @@ static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_kernels", NULL, -1,
 PyMODINIT_FUNC
 PyInit__kernels(void)
 {
+#if HAVE_KERNEL
+    __builtin_cpu_init();
+    current = best_isa();
+#endif
     return PyModule_Create(&module);
 }
+
+#else /* ---------------- the kernels at one width, included by the module part above ---------------- */
+
+/* V(name): this instruction set's version of name (its vector type V(vec), its operations, the kernels
+   defined here); TARGET: its target attribute; VECS: vectors of 16 a pass keeps per row */
+
+/* e^x for x <= 0 (scores less their maximum), Cephes' expf polynomial: within ~1 ulp */
+INLINE TARGET V(vec) V(exp)(V(vec) x)
+{
+    x = V(max)(x, V(set1)(-87.0f));
+    V(vec) n = V(round)(V(mul)(x, V(set1)(1.44269504088896341f)));
+    V(vec) r = V(fnma)(n, V(set1)(0.693359375f), x);
+    r = V(fnma)(n, V(set1)(-2.12194440e-4f), r);
+    V(vec) p = V(set1)(1.9875691500e-4f);
+    p = V(fma)(p, r, V(set1)(1.3981999507e-3f));
+    p = V(fma)(p, r, V(set1)(8.3334519073e-3f));
+    p = V(fma)(p, r, V(set1)(4.1665795894e-2f));
+    p = V(fma)(p, r, V(set1)(1.6666665459e-1f));
+    p = V(fma)(p, r, V(set1)(5.0000001201e-1f));
+    p = V(fma)(V(mul)(p, r), r, V(add)(r, V(set1)(1.0f)));
+    return V(scale2)(p, n);
+}
+
+/* `rows` rows of x against the outputs g * GROUP + 16 * (j0 .. j0 + VECS) */
+INLINE TARGET void V(slice)(const uint16_t *wp, const float *x, float *y, const float *bias, const float *add,
+                            int N, int K, int g, int j0, const int rows, const int bf16)
+{
+    V(vec) acc[MAX_ROWS][VECS];
+    for (int m = 0; m < rows; m++)
+        for (int j = 0; j < VECS; j++) acc[m][j] = V(zero)();
+    const uint16_t *w = wp + (size_t)g * K * GROUP + 16 * j0;
+    for (int k = 0; k < K; k++) {
+        const uint16_t *wk = w + (size_t)k * GROUP;
+        for (int j = 0; j < VECS; j += 2) /* each 64-byte line of the pass, 32 inputs ahead */
+            _mm_prefetch((const char *)(wk + 32 * GROUP + 16 * j), _MM_HINT_T0);
+        V(vec) wv[VECS];
+        for (int j = 0; j < VECS; j++) wv[j] = V(widen)(wk + 16 * j, bf16);
+        for (int m = 0; m < rows; m++) {
+            V(vec) xv = V(set1)(x[(size_t)m * K + k]);
+            for (int j = 0; j < VECS; j++) acc[m][j] = V(fma)(wv[j], xv, acc[m][j]);
+        }
+    }
+    for (int j = 0; j < VECS; j++) {
+        int n = g * GROUP + 16 * (j0 + j);
+        if (n >= N) break;
+        int lanes = N - n < 16 ? N - n : 16;
+        V(vec) b = bias ? V(loadn)(bias + n, lanes) : V(zero)();
+        for (int m = 0; m < rows; m++) {
+            V(vec) r = V(add)(acc[m][j], b);
+            if (add) r = V(add)(V(loadn)(add + (size_t)m * N + n, lanes), r);
+            V(storen)(y + (size_t)m * N + n, r, lanes);
+        }
+    }
+}
+
+/* all M rows of x against the groups of outputs g0..g1: each group's passes (VECS vectors of it for
+   MAX_ROWS rows) one after the other, so that the later ones read it from cache */
+static TARGET void V(groups)(const uint16_t *wp, const float *x, float *y, const float *bias, const float *add,
+                             int M, int N, int K, int g0, int g1, int bf16)
+{
+    for (int g = g0; g < g1; g++)
+        for (int j0 = 0; j0 < GROUP / 16 && g * GROUP + 16 * j0 < N; j0 += VECS)
+            for (int m = 0; m < M; m += MAX_ROWS) {
+                const float *xm = x + (size_t)m * K, *am = add ? add + (size_t)m * N : NULL;
+                float *ym = y + (size_t)m * N;
+#define ROWS(r)                                                                                               \
+    if (bf16) V(slice)(wp, xm, ym, bias, am, N, K, g, j0, r, 1);                                             \
+    else V(slice)(wp, xm, ym, bias, am, N, K, g, j0, r, 0);                                                   \
+    break;
+                switch (M - m) {
+                case 1: ROWS(1)
+                case 2: ROWS(2)
+                case 3: ROWS(3)
+                case 4: ROWS(4)
+                default: ROWS(5)
+                }
+#undef ROWS
+            }
+}
+
+/* one (batch, head): R query rows (stride q_r) over S keys/values (rows of D, strides k_s, v_s) */
+static TARGET void V(attend_head)(const float *q, long q_r, const float *k, long k_s, const float *v, long v_s,
+                                  float *o, long o_r, int R, int S, int D, float *scores)
+{
+    const float scale = 1.0f / sqrtf((float)D);
+    const int nd = D / 16;
+    float inv[ATTEND_ROWS]; /* 1 / the softmax denominator of each row */
+    for (int r = 0; r < R; r++) {
+        float *sc = scores + (size_t)r * S;
+        V(vec) qv[8];
+        for (int j = 0; j < nd; j++) qv[j] = V(mul)(V(load)(q + r * q_r + 16 * j), V(set1)(scale));
+        float mx = -INFINITY;
+        for (int s = 0; s < S; s++) {
+            const float *ks = k + s * k_s;
+            V(vec) a = V(mul)(qv[0], V(load)(ks));
+            for (int j = 1; j < nd; j++) a = V(fma)(qv[j], V(load)(ks + 16 * j), a);
+            float score = V(hsum)(a);
+            sc[s] = score;
+            if (score > mx) mx = score;
+        }
+        V(vec) m = V(set1)(mx), sum = V(zero)();
+        int s = 0;
+        for (; s + 16 <= S; s += 16) {
+            V(vec) e = V(exp)(V(sub)(V(load)(sc + s), m));
+            V(store)(sc + s, e);
+            sum = V(add)(sum, e);
+        }
+        if (s < S) {
+            V(vec) e = V(keepn)(V(exp)(V(sub)(V(loadn)(sc + s, S - s), m)), S - s);
+            V(storen)(sc + s, e, S - s);
+            sum = V(add)(sum, e);
+        }
+        inv[r] = 1.0f / V(hsum)(sum);
+    }
+    /* out[r] = sum_s e[r, s] V[s] / sum_s e[r, s]: V read once for all rows */
+    for (int d0 = 0; d0 < nd; d0 += VECS) {
+        int dn = nd - d0 < VECS ? nd - d0 : VECS;
+        V(vec) acc[ATTEND_ROWS][VECS];
+        for (int r = 0; r < R; r++)
+            for (int j = 0; j < dn; j++) acc[r][j] = V(zero)();
+        for (int s = 0; s < S; s++) {
+            const float *vs = v + s * v_s + 16 * d0;
+            V(vec) vv[VECS];
+            for (int j = 0; j < dn; j++) vv[j] = V(load)(vs + 16 * j);
+            for (int r = 0; r < R; r++) {
+                V(vec) p = V(set1)(scores[(size_t)r * S + s]);
+                for (int j = 0; j < dn; j++) acc[r][j] = V(fma)(p, vv[j], acc[r][j]);
+            }
+        }
+        for (int r = 0; r < R; r++)
+            for (int j = 0; j < dn; j++) V(store)(o + r * o_r + 16 * (d0 + j), V(mul)(acc[r][j], V(set1)(inv[r])));
+    }
+}
+
+#endif

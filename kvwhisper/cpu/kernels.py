@@ -13,12 +13,20 @@ operations do on this CPU, in fp32 arithmetic (benchmarks/RESULTS.md):
   cross-attention K/V).
 
 Both need the compiled extension (setup.py builds it at install where a C compiler is; optional) and an x86-64
-CPU with AVX-512. Elsewhere, and with `ENABLED = False`, the callers run torch's operations as before.
-Results agree with torch's to fp32 rounding (other summation orders), not bit for bit, and do not depend on the
-thread count.
+CPU with AVX-512, or with AVX2, F16C and FMA. Elsewhere, and with `ENABLED = False`, the callers run torch's
+operations as before. Results agree with torch's to fp32 rounding (other summation orders), not bit for bit, and
+do not depend on the thread count.
+
+Each kernel has an AVX-512 and an AVX2 version, one width-generic code whose lanes do the same operations in
+the same order: the two give the same bits (tested where a CPU runs both). The best one this CPU runs is used
+(`isas()`, `isa()`); `set_isa("avx2")`, or the environment variable `KVWHISPER_KERNEL_ISA=avx2` (read once, at
+import: an unknown name or a version this CPU does not run fails the import), runs AVX2's on an AVX-512 CPU, so
+that it is tested there too.
 """
 
 from __future__ import annotations
+
+import os
 
 import torch
 from torch import Tensor
@@ -30,15 +38,42 @@ except ImportError:  # not built (no C compiler at install, not x86-64)
 
 ENABLED = True  # set False to measure or debug torch's operations in their place
 ATTEND_MAX_ROWS = 8  # query rows per (batch, head) the attention kernel takes (a window's beams)
+ISAS = ("avx512", "avx2")  # the kernels' versions, best first
 _ok: bool | None = None
 
 
 def available() -> bool:
-    """Whether the kernels are built and this CPU runs them (x86-64 with AVX-512, F16C, FMA)."""
+    """Whether the kernels are built and this CPU runs them (x86-64 with AVX-512, or with AVX2; F16C, FMA)."""
     global _ok
     if _ok is None:
         _ok = _c is not None and bool(_c.supported())
     return ENABLED and _ok
+
+
+def isas() -> tuple[str, ...]:
+    """The versions of the kernels (`ISAS`) this CPU runs, best first; () where the kernels are not built."""
+    return () if _c is None else tuple(_c.isas())
+
+
+def isa() -> str | None:
+    """The version the kernels run: the best of `isas()` unless `set_isa` chose another (None: none runs)."""
+    return None if _c is None else _c.isa()
+
+
+def set_isa(name: str | None) -> None:
+    """Run the kernels' `name` version, one of `ISAS` (None: the best this CPU runs). ValueError for another
+    name; RuntimeError where this CPU does not run it or the kernels are not built."""
+    if name is not None and name not in ISAS:
+        raise ValueError(f"set_isa: {name!r} is not one of {ISAS}")
+    if _c is None:
+        if name is not None:
+            raise RuntimeError("set_isa: the C kernels (kvwhisper.cpu._kernels) are not built")
+        return
+    _c.set_isa(name)
+
+
+if os.environ.get("KVWHISPER_KERNEL_ISA"):
+    set_isa(os.environ["KVWHISPER_KERNEL_ISA"])
 
 
 def eager_inference(*tensors: Tensor) -> bool:

@@ -19,8 +19,8 @@ over an fp32 weight that fp16 holds exactly runs through the C kernel of kernels
 packed once as fp16 and widened to fp32 in registers, the arithmetic fp32's, half the bytes read. The tied
 output projection of tiny.en: ~0.6-0.9 instead of ~1.6-2.3 ms a step (benchmarks/RESULTS.md). A bf16
 weight goes through the same kernel as bf16, against fp32 rows. It needs the compiled extension (built at
-install where a C compiler is, optional) and an x86-64 CPU with AVX-512; elsewhere, for fp32 weights fp16
-does not hold, and for more rows (prompts, the encoder), oneDNN as above.
+install where a C compiler is, optional) and an x86-64 CPU with AVX-512, or with AVX2, F16C and FMA; elsewhere,
+for fp32 weights fp16 does not hold, and for more rows (prompts, the encoder), oneDNN as above.
 
 Fusion (`FUSE`): `fused_linear` packs several weights stacked (the q/k/v projections: one product instead of
 three), and `linear(..., gelu=True)` / `linear(..., add=r)` fuse the MLP's GELU and the residual adds into the
