@@ -14,14 +14,20 @@ from __future__ import annotations
 
 import io
 import os
+import stat
+import sys
 from typing import Any, BinaryIO, TypeAlias
 
 import av
 import numpy as np
 import torch
 
+from .damage import Damage
+
 SAMPLE_RATE = 16000  # Hz: every model input is 16 kHz mono
 INT16_SCALE = 32768.0  # int16 PCM full scale: the reference divides the s16 samples by this
+MAX_DURATION = 12 * 3600.0  # seconds: load_audio's default bound (12 h of 16 kHz int16 is 1.4 GB)
+STDIN = "-"  # the path that means standard input, as for the ffmpeg CLI
 MAX_CHANNELS = 64  # libswresample's channel limit; a 2-D array axis longer than this cannot be channels
 _FLOAT_SAMPLE_FORMATS = {"flt", "fltp", "dbl", "dblp"}  # decoded sample formats that can carry NaN / Inf
 
@@ -43,7 +49,9 @@ class AudioError(ValueError):
         return f"cannot load audio from {self.source}: {self.cause}"
 
 
-def load_audio(source: AudioSource, sr: int = SAMPLE_RATE) -> np.ndarray:
+def load_audio(
+    source: AudioSource, sr: int = SAMPLE_RATE, *, max_duration: float | None = MAX_DURATION
+) -> np.ndarray:
     """Decode ``source`` to a mono float32 waveform at ``sr`` Hz, shape (n_samples,), values in [-1, 1).
 
     ``source`` may be:
@@ -58,27 +66,40 @@ def load_audio(source: AudioSource, sr: int = SAMPLE_RATE) -> np.ndarray:
         are; int16 / int32 arrays are treated as PCM and scaled to [-1, 1). May share memory with a
         1-D float32 numpy input.
 
+    The path ``"-"`` reads standard input (like ``ffmpeg -i -``); FIFOs, ``/dev/stdin`` and other files
+    that are not regular files are read as streams. Encoded sources longer than ``max_duration`` seconds
+    (default 12 hours; None: no bound) raise AudioError once that much has decoded, so an endless stream
+    stops with bounded memory (2 bytes a sample are kept while decoding).
+
+    Damaged audio is decoded like the ffmpeg CLI decodes it: packets the decoder rejects are skipped, and
+    data that ends early (a cut file) keeps what decoded; either emits an :class:`AudioDamageWarning` that
+    says from where and how much was skipped. Only when nothing decodes is it an error.
+
     A valid source with no samples (a WAV with an empty data chunk, an empty array) gives an empty array.
     Anything else that cannot be turned into finite samples raises :class:`AudioError`, whose message names
     the source and the cause: a missing or empty file, data FFmpeg does not recognise, a container with
-    no audio track, a stream whose packets hold data but decode to nothing, a decoding error, NaN or
-    Inf samples, or an unsupported source type.
+    no audio track, a stream whose packets hold data but decode to nothing, audio longer than
+    ``max_duration``, NaN or Inf samples, or an unsupported source type.
     """
     if isinstance(sr, bool) or not isinstance(sr, int) or sr <= 0:
         raise ValueError(f"sr must be a positive integer sample rate, got {sr!r}")
     if isinstance(source, np.ndarray | torch.Tensor):
         return _from_array(source)
+    if max_duration is not None and not max_duration > 0:
+        raise ValueError(f"max_duration must be a positive number of seconds or None, got {max_duration!r}")
     if isinstance(source, str | os.PathLike):
-        return _decode(_open_path(source), str(os.fspath(source)), sr)
+        if os.fspath(source) == STDIN:
+            return _decode(_stdin(), "<stdin>", sr, max_duration)
+        return _decode(_open_path(source), str(os.fspath(source)), sr, max_duration)
     if isinstance(source, bytes | bytearray | memoryview):
         name = f"<{len(source)} bytes>" if not isinstance(source, memoryview) else f"<{source.nbytes} bytes>"
         if len(source) == 0:
             raise AudioError(name, "no data (0 bytes)")
-        return _decode(io.BytesIO(source), name, sr)
+        return _decode(io.BytesIO(source), name, sr, max_duration)
     if callable(getattr(source, "read", None)):
         name = _file_object_name(source)
         _reject_empty_file_object(source, name)
-        return _decode(source, name, sr)
+        return _decode(source, name, sr, max_duration)
     raise AudioError(
         f"<{type(source).__name__} object>",
         "unsupported source type (expected a path, bytes, a binary file object, a numpy array or a tensor)",
@@ -90,15 +111,27 @@ def load_audio(source: AudioSource, sr: int = SAMPLE_RATE) -> np.ndarray:
 
 
 def _open_path(path: str | os.PathLike[str]) -> str:
-    """Check that ``path`` is a non-empty file and return its absolute path for ``av.open``."""
+    """Check that ``path`` is a non-empty file (or a stream) and return its absolute path for ``av.open``."""
     name = str(os.fspath(path))
-    if not os.path.exists(name):
-        raise AudioError(name, "file not found")
-    if os.path.isdir(name):
+    try:
+        mode = os.stat(name).st_mode
+    except FileNotFoundError:
+        raise AudioError(name, "file not found") from None
+    except OSError as e:
+        raise AudioError(name, f"cannot open ({e.strerror or e})") from e
+    if stat.S_ISDIR(mode):
         raise AudioError(name, "is a directory, not a file")
-    if os.path.getsize(name) == 0:
+    if stat.S_ISREG(mode) and os.path.getsize(name) == 0:
         raise AudioError(name, "empty file (0 bytes)")
-    return os.path.abspath(name)  # so FFmpeg never reads "a:b.wav" as protocol "a"
+    return os.path.abspath(
+        name
+    )  # so FFmpeg never reads "a:b.wav" as protocol "a"; a FIFO is read as a stream
+
+
+def _stdin() -> BinaryIO:
+    """Standard input as a binary stream (``sys.stdin.buffer``, else file descriptor 0)."""
+    stdin = getattr(sys.stdin, "buffer", None)
+    return stdin if stdin is not None else open(0, "rb", closefd=False)  # noqa: SIM115
 
 
 def _file_object_name(f: Any) -> str:
@@ -125,37 +158,76 @@ def _ffmpeg_cause(e: Exception) -> str:
     return getattr(e, "strerror", None) or str(e) or type(e).__name__
 
 
-def _decode(target: str | BinaryIO, name: str, sr: int) -> np.ndarray:
-    """Decode the best audio stream of ``target`` to mono int16 at ``sr`` and scale it to float32."""
+def _decode(target: str | BinaryIO, name: str, sr: int, max_duration: float | None) -> np.ndarray:
+    """Decode the best audio stream of ``target`` to mono int16 at ``sr`` and scale it to float32.
+
+    Damage is skipped the way the ffmpeg CLI skips it: a packet the decoder rejects is dropped and decoding
+    goes on; a demuxer error ends the input, keeping what decoded. Either gives an AudioDamageWarning.
+    """
     try:
         container = av.open(target, mode="r", metadata_errors="ignore")
     except av.FFmpegError as e:
+        if isinstance(e, av.EOFError) and not isinstance(target, str | io.BytesIO):
+            raise AudioError(name, "no data (the stream ended before any byte)") from e
         raise AudioError(name, f"unrecognised or truncated audio/video data ({_ffmpeg_cause(e)})") from e
     except OSError as e:
         raise AudioError(name, f"cannot open ({e})") from e
     with container:
         stream = _audio_stream(container, name)
-        converter = _MonoS16Converter(sr)
-        trim = _EndTrim(container, stream)
-        packet_bytes = 0
-        try:
-            for packet in container.demux(stream):
-                packet_bytes += packet.size
-                trim.observe(packet)
-                for frame in packet.decode():  # the final, empty packet flushes the decoder
-                    _check_finite_frame(frame, name)
-                    converter.push_all(trim.push(frame))
-            converter.push_all(trim.finish())
-            pcm = converter.finish()
-        except av.FFmpegError as e:
-            done = f"{converter.n_samples / sr:.2f} s"
-            raise AudioError(name, f"decoding failed after {done} of audio ({_ffmpeg_cause(e)})") from e
-        if pcm.size == 0 and packet_bytes > 0:
-            raise AudioError(name, f"corrupt or truncated: {packet_bytes} bytes of audio decoded to nothing")
+        converter = _MonoS16Converter(sr, max_duration)
+        damage = Damage(name, sr)
+        _decode_packets(container, stream, name, converter, damage)
         claimed = _claimed_seconds(container, stream)
-        if pcm.size == 0 and claimed > 0:
+        if converter.n_samples == 0 and (damage.packet_bytes > 0 or damage.errors):
+            raise AudioError(
+                name,
+                f"corrupt or truncated: {damage.packet_bytes} bytes of audio decoded to nothing"
+                + (f" ({damage.first_cause})" if damage.first_cause else ""),
+            )
+        if converter.n_samples == 0 and claimed > 0:
             raise AudioError(name, f"corrupt or truncated: header says {claimed:.2f} s, nothing decodable")
-    return pcm.astype(np.float32) / INT16_SCALE
+        damage.warn(converter.n_samples / sr, claimed)
+        return converter.finish()
+
+
+def _decode_packets(
+    container: Any, stream: Any, name: str, converter: _MonoS16Converter, damage: Damage
+) -> None:
+    """Demux and decode every packet of ``stream`` into ``converter``, skipping damage (noted in ``damage``)."""
+    trim = _EndTrim(container, stream)
+    packets = container.demux(stream)
+    while True:
+        try:
+            packet = next(packets)
+        except StopIteration:
+            break
+        except av.FFmpegError as e:  # the demuxer gave up (cut file, garbage): keep what decoded
+            damage.ended(_ffmpeg_cause(e), converter.n_samples)
+            frames = _flush(stream, damage, converter.n_samples)
+        else:
+            damage.packet_bytes += packet.size
+            trim.observe(packet)
+            try:
+                frames = packet.decode()  # the final, empty packet flushes the decoder
+            except av.FFmpegError as e:
+                damage.skipped(packet, _ffmpeg_cause(e), converter.n_samples)
+                continue
+        for frame in frames:
+            _check_finite_frame(frame, name)
+            converter.push_all(trim.push(frame))
+        converter.check_limit(name)
+        if damage.end_cause is not None:
+            break
+    converter.push_all(trim.finish())
+
+
+def _flush(stream: Any, damage: Damage, at_sample: int) -> list[av.AudioFrame]:
+    """What the decoder still holds after the demuxer stopped early."""
+    try:
+        return stream.codec_context.decode(None)
+    except av.FFmpegError as e:
+        damage.skipped(None, _ffmpeg_cause(e), at_sample)
+        return []
 
 
 def _audio_stream(container: Any, name: str) -> Any:
@@ -252,11 +324,19 @@ class _MonoS16Converter:
 
     One ``av.AudioResampler`` (libswresample) per run of frames with the same format, layout and rate,
     flushed when the run ends, like the ffmpeg CLI reconfiguring its filter graph on a mid-stream change.
+    Samples are kept as int16 in chunks of about a million, so memory follows the audio kept (2 bytes a
+    sample), and ``check_limit`` stops a source longer than ``max_duration`` seconds.
     """
 
-    def __init__(self, sr: int) -> None:
+    CHUNK = 1 << 20  # samples per consolidated chunk
+
+    def __init__(self, sr: int, max_duration: float | None = None) -> None:
         self.sr = sr
-        self.out: list[np.ndarray] = []
+        self.limit = None if max_duration is None else int(max_duration * sr)
+        self.max_duration = max_duration
+        self.chunks: list[np.ndarray] = []  # consolidated int16 chunks
+        self.pending: list[np.ndarray] = []  # per-frame arrays not consolidated yet
+        self.n_pending = 0
         self.n_samples = 0  # converted so far
         self.resampler: av.AudioResampler | None = None
         self.signature: tuple[str, str, int] | None = None
@@ -273,10 +353,26 @@ class _MonoS16Converter:
         for frame in frames:
             self.push(frame)
 
+    def check_limit(self, name: str) -> None:
+        """AudioError once more than ``max_duration`` seconds were decoded (an endless stream, say)."""
+        if self.limit is not None and self.n_samples > self.limit:
+            raise AudioError(
+                name,
+                f"longer than max_duration={self.max_duration:g} s of audio: stopped reading there "
+                "(pass a larger max_duration, or None, to load longer audio)",
+            )
+
     def finish(self) -> np.ndarray:
-        """All converted samples, int16, shape (n_samples,)."""
+        """All converted samples as float32 in [-1, 1), shape (n_samples,) (each int16 chunk freed once copied)."""
         self._flush()
-        return np.concatenate(self.out) if self.out else np.zeros(0, dtype=np.int16)
+        self._consolidate()
+        out = np.empty(self.n_samples, dtype=np.float32)
+        pos = 0
+        while self.chunks:
+            chunk = self.chunks.pop(0)
+            np.divide(chunk, np.float32(INT16_SCALE), out=out[pos : pos + chunk.size], dtype=np.float32)
+            pos += chunk.size
+        return out
 
     def _flush(self) -> None:
         if self.resampler is not None:
@@ -285,8 +381,17 @@ class _MonoS16Converter:
 
     def _collect(self, frames: list[av.AudioFrame]) -> None:
         for frame in frames:
-            self.out.append(frame.to_ndarray().reshape(-1))
-            self.n_samples += self.out[-1].size
+            samples = frame.to_ndarray().reshape(-1)
+            self.pending.append(samples)
+            self.n_pending += samples.size
+            self.n_samples += samples.size
+        if self.n_pending >= self.CHUNK:
+            self._consolidate()
+
+    def _consolidate(self) -> None:
+        if self.pending:
+            self.chunks.append(np.concatenate(self.pending))
+            self.pending, self.n_pending = [], 0
 
 
 # --------------------------------------------------------------------------------------------------------
