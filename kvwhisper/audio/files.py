@@ -26,7 +26,7 @@ from .damage import Damage
 
 SAMPLE_RATE = 16000  # Hz: every model input is 16 kHz mono
 INT16_SCALE = 32768.0  # int16 PCM full scale: the reference divides the s16 samples by this
-MAX_DURATION = 12 * 3600.0  # seconds: load_audio's default bound (12 h of 16 kHz int16 is 1.4 GB)
+MAX_DURATION = 10 * 3600.0  # seconds: load_audio's default bound (10 h of 16 kHz int16 is 1.15 GB)
 STDIN = "-"  # the path that means standard input, as for the ffmpeg CLI
 MAX_CHANNELS = 64  # libswresample's channel limit; a 2-D array axis longer than this cannot be channels
 _FLOAT_SAMPLE_FORMATS = {"flt", "fltp", "dbl", "dblp"}  # decoded sample formats that can carry NaN / Inf
@@ -68,7 +68,7 @@ def load_audio(
 
     The path ``"-"`` reads standard input (like ``ffmpeg -i -``); FIFOs, ``/dev/stdin`` and other files
     that are not regular files are read as streams. Encoded sources longer than ``max_duration`` seconds
-    (default 12 hours; None: no bound) raise AudioError once that much has decoded, so an endless stream
+    (default 10 hours; None: no bound) raise AudioError once that much has decoded, so an endless stream
     stops with bounded memory (2 bytes a sample are kept while decoding).
 
     Damaged audio is decoded like the ffmpeg CLI decodes it: packets the decoder rejects are skipped, and
@@ -89,8 +89,12 @@ def load_audio(
         raise ValueError(f"max_duration must be a positive number of seconds or None, got {max_duration!r}")
     if isinstance(source, str | os.PathLike):
         if os.fspath(source) == STDIN:
-            return _decode(_stdin(), "<stdin>", sr, max_duration)
-        return _decode(_open_path(source), str(os.fspath(source)), sr, max_duration)
+            return _decode(_CountingReader(_stdin(), owned=False), "<stdin>", sr, max_duration)
+        target = _open_path(source)
+        if isinstance(target, str):
+            return _decode(target, str(os.fspath(source)), sr, max_duration)
+        with target:  # a FIFO or device, read as a stream
+            return _decode(target, str(os.fspath(source)), sr, max_duration)
     if isinstance(source, bytes | bytearray | memoryview):
         name = f"<{len(source)} bytes>" if not isinstance(source, memoryview) else f"<{source.nbytes} bytes>"
         if len(source) == 0:
@@ -110,8 +114,8 @@ def load_audio(
 # encoded sources
 
 
-def _open_path(path: str | os.PathLike[str]) -> str:
-    """Check that ``path`` is a non-empty file (or a stream) and return its absolute path for ``av.open``."""
+def _open_path(path: str | os.PathLike[str]) -> str | _CountingReader:
+    """The absolute path of a non-empty regular file for ``av.open``, or a FIFO / device opened as a stream."""
     name = str(os.fspath(path))
     try:
         mode = os.stat(name).st_mode
@@ -121,11 +125,35 @@ def _open_path(path: str | os.PathLike[str]) -> str:
         raise AudioError(name, f"cannot open ({e.strerror or e})") from e
     if stat.S_ISDIR(mode):
         raise AudioError(name, "is a directory, not a file")
-    if stat.S_ISREG(mode) and os.path.getsize(name) == 0:
+    if not stat.S_ISREG(mode):
+        try:
+            return _CountingReader(open(name, "rb", buffering=0))  # noqa: SIM115 (closed by load_audio)
+        except OSError as e:
+            raise AudioError(name, f"cannot open ({e.strerror or e})") from e
+    if os.path.getsize(name) == 0:
         raise AudioError(name, "empty file (0 bytes)")
-    return os.path.abspath(
-        name
-    )  # so FFmpeg never reads "a:b.wav" as protocol "a"; a FIFO is read as a stream
+    return os.path.abspath(name)  # so FFmpeg never reads "a:b.wav" as protocol "a"
+
+
+class _CountingReader(io.RawIOBase):
+    """A stream (pipe, FIFO, stdin) that counts the bytes read from it, to tell "empty" from "not audio"."""
+
+    def __init__(self, raw: Any, owned: bool = True) -> None:
+        super().__init__()
+        self.raw, self.owned, self.count = raw, owned, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: Any) -> int:
+        n = self.raw.readinto(b) or 0
+        self.count += n
+        return n
+
+    def close(self) -> None:
+        if self.owned and not self.closed:
+            self.raw.close()
+        super().close()
 
 
 def _stdin() -> BinaryIO:
@@ -167,7 +195,7 @@ def _decode(target: str | BinaryIO, name: str, sr: int, max_duration: float | No
     try:
         container = av.open(target, mode="r", metadata_errors="ignore")
     except av.FFmpegError as e:
-        if isinstance(e, av.EOFError) and not isinstance(target, str | io.BytesIO):
+        if isinstance(target, _CountingReader) and target.count == 0:
             raise AudioError(name, "no data (the stream ended before any byte)") from e
         raise AudioError(name, f"unrecognised or truncated audio/video data ({_ffmpeg_cause(e)})") from e
     except OSError as e:
