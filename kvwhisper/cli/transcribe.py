@@ -7,6 +7,8 @@ Output: without --output-dir / --output-format the transcript of each file is pr
 `==> FILE <==` line when several files are given); with either of them, transcript files are written
 instead (--output-format defaults to "all", --output-dir to "."). A file that cannot be transcribed prints
 one `kvwhisper: error: FILE: cause` line to stderr; the other files are still done, and the exit status is 1.
+The output folder and output-name clashes are checked before any work, and outputs are written whole
+(`outputs.py`); `-` reads standard input.
 """
 
 from __future__ import annotations
