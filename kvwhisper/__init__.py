@@ -6,7 +6,7 @@ The public names mirror openai-whisper's, so `import kvwhisper as whisper` works
 
 # submodules loaded with the package, as in openai-whisper (`import whisper; whisper.utils.get_writer(...)`)
 from . import timing, tokenizer, utils
-from .audio import AudioError, load_audio, log_mel_spectrogram, pad_or_trim
+from .audio import AudioDamageWarning, AudioError, load_audio, log_mel_spectrogram, pad_or_trim
 from .decoding import DecodingOptions, DecodingResult, decode, detect_language
 from .inspection import decode_session
 from .model import KVCache, ModelDims, ModelLoadError, Whisper, available_models, load_model
@@ -22,6 +22,7 @@ Whisper.transcribe = transcribe
 __version__ = "0.1.0"
 
 __all__ = [
+    "AudioDamageWarning",
     "AudioError",
     "DecodingOptions",
     "DecodingResult",

@@ -4,6 +4,7 @@ Names and behaviour follow openai-whisper's ``whisper.audio`` (``load_audio``, `
 ``pad_or_trim``, ``mel_filters``, ``exact_div`` and the constants), decoding with PyAV instead of the ffmpeg CLI.
 """
 
+from .damage import AudioDamageWarning
 from .features import (
     CHUNK_LENGTH,
     FRAMES_PER_SECOND,
@@ -21,7 +22,7 @@ from .features import (
     pad_or_trim,
     whole_file_mel,
 )
-from .files import SAMPLE_RATE, AudioError, AudioSource, load_audio
+from .files import MAX_DURATION, SAMPLE_RATE, AudioError, AudioSource, load_audio
 
 __all__ = [
     "CHUNK_LENGTH",
@@ -34,7 +35,9 @@ __all__ = [
     "SAMPLE_RATE",
     "SUPPORTED_N_MELS",
     "TOKENS_PER_SECOND",
+    "AudioDamageWarning",
     "AudioError",
+    "MAX_DURATION",
     "AudioSource",
     "MelWindows",
     "whole_file_mel",

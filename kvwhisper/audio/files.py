@@ -14,14 +14,20 @@ from __future__ import annotations
 
 import io
 import os
+import stat
+import sys
 from typing import Any, BinaryIO, TypeAlias
 
 import av
 import numpy as np
 import torch
 
+from .damage import Damage
+
 SAMPLE_RATE = 16000  # Hz: every model input is 16 kHz mono
 INT16_SCALE = 32768.0  # int16 PCM full scale: the reference divides the s16 samples by this
+MAX_DURATION = 10 * 3600.0  # seconds: load_audio's default bound (10 h of 16 kHz int16 is 1.15 GB)
+STDIN = "-"  # the path that means standard input, as for the ffmpeg CLI
 MAX_CHANNELS = 64  # libswresample's channel limit; a 2-D array axis longer than this cannot be channels
 _FLOAT_SAMPLE_FORMATS = {"flt", "fltp", "dbl", "dblp"}  # decoded sample formats that can carry NaN / Inf
 
@@ -43,7 +49,9 @@ class AudioError(ValueError):
         return f"cannot load audio from {self.source}: {self.cause}"
 
 
-def load_audio(file: AudioSource, sr: int = SAMPLE_RATE) -> np.ndarray:
+def load_audio(
+    file: AudioSource, sr: int = SAMPLE_RATE, *, max_duration: float | None = MAX_DURATION
+) -> np.ndarray:
     """Decode ``file`` to a mono float32 waveform at ``sr`` Hz, shape (n_samples,), values in [-1, 1).
 
     ``file`` (openai-whisper's name for the source) may be:
@@ -58,30 +66,47 @@ def load_audio(file: AudioSource, sr: int = SAMPLE_RATE) -> np.ndarray:
         are; int16 / int32 arrays are treated as PCM and scaled to [-1, 1). May share memory with a
         1-D float32 numpy input.
 
-    A valid source with no samples (a WAV with an empty data chunk, an empty array) gives an empty array.
+    The path ``"-"`` reads standard input (like ``ffmpeg -i -``); FIFOs, ``/dev/stdin`` and other files
+    that are not regular files are read as streams. Encoded sources longer than ``max_duration`` seconds
+    (default 10 hours; None: no bound) raise AudioError once that much has decoded, so an endless stream
+    stops with bounded memory (2 bytes a sample are kept while decoding).
+
+    Damaged audio is decoded like the ffmpeg CLI decodes it: packets the decoder rejects are skipped, and
+    data that ends early (a cut file) keeps what decoded; either emits an :class:`AudioDamageWarning` that
+    says from where and how much was skipped. Only when nothing decodes is it an error.
+
+    A valid file with no samples (a WAV with an empty data chunk, an empty array) gives an empty array.
     Anything else that cannot be turned into finite samples raises :class:`AudioError`, whose message names
-    the source and the cause: a missing or empty file, data FFmpeg does not recognise, a container with
-    no audio track, a stream whose packets hold data but decode to nothing, a decoding error, NaN or
-    Inf samples, or an unsupported source type.
+    the file and the cause: a missing or empty file, data FFmpeg does not recognise, a container with
+    no audio track, a stream whose packets hold data but decode to nothing, audio longer than
+    ``max_duration``, NaN or Inf samples, or an unsupported file type.
     """
     if isinstance(sr, bool) or not isinstance(sr, int) or sr <= 0:
         raise ValueError(f"sr must be a positive integer sample rate, got {sr!r}")
     if isinstance(file, np.ndarray | torch.Tensor):
         return _from_array(file)
+    if max_duration is not None and not max_duration > 0:
+        raise ValueError(f"max_duration must be a positive number of seconds or None, got {max_duration!r}")
     if isinstance(file, str | os.PathLike):
-        return _decode(_open_path(file), str(os.fspath(file)), sr)
+        if os.fspath(file) == STDIN:
+            return _decode(_CountingReader(_stdin(), owned=False), "<stdin>", sr, max_duration)
+        target = _open_path(file)
+        if isinstance(target, str):
+            return _decode(target, str(os.fspath(file)), sr, max_duration)
+        with target:  # a FIFO or device, read as a stream
+            return _decode(target, str(os.fspath(file)), sr, max_duration)
     if isinstance(file, bytes | bytearray | memoryview):
         name = f"<{len(file)} bytes>" if not isinstance(file, memoryview) else f"<{file.nbytes} bytes>"
         if len(file) == 0:
             raise AudioError(name, "no data (0 bytes)")
-        return _decode(io.BytesIO(file), name, sr)
+        return _decode(io.BytesIO(file), name, sr, max_duration)
     if callable(getattr(file, "read", None)):
         name = _file_object_name(file)
         _reject_empty_file_object(file, name)
-        return _decode(file, name, sr)
+        return _decode(file, name, sr, max_duration)
     raise AudioError(
         f"<{type(file).__name__} object>",
-        "unsupported source type (expected a path, bytes, a binary file object, a numpy array or a tensor)",
+        "unsupported file type (expected a path, bytes, a binary file object, a numpy array or a tensor)",
     )
 
 
@@ -89,16 +114,52 @@ def load_audio(file: AudioSource, sr: int = SAMPLE_RATE) -> np.ndarray:
 # encoded sources
 
 
-def _open_path(path: str | os.PathLike[str]) -> str:
-    """Check that ``path`` is a non-empty file and return its absolute path for ``av.open``."""
+def _open_path(path: str | os.PathLike[str]) -> str | _CountingReader:
+    """The absolute path of a non-empty regular file for ``av.open``, or a FIFO / device opened as a stream."""
     name = str(os.fspath(path))
-    if not os.path.exists(name):
-        raise AudioError(name, "file not found")
-    if os.path.isdir(name):
+    try:
+        mode = os.stat(name).st_mode
+    except FileNotFoundError:
+        raise AudioError(name, "file not found") from None
+    except OSError as e:
+        raise AudioError(name, f"cannot open ({e.strerror or e})") from e
+    if stat.S_ISDIR(mode):
         raise AudioError(name, "is a directory, not a file")
+    if not stat.S_ISREG(mode):
+        try:
+            return _CountingReader(open(name, "rb", buffering=0))  # noqa: SIM115 (closed by load_audio)
+        except OSError as e:
+            raise AudioError(name, f"cannot open ({e.strerror or e})") from e
     if os.path.getsize(name) == 0:
         raise AudioError(name, "empty file (0 bytes)")
     return os.path.abspath(name)  # so FFmpeg never reads "a:b.wav" as protocol "a"
+
+
+class _CountingReader(io.RawIOBase):
+    """A stream (pipe, FIFO, stdin) that counts the bytes read from it, to tell "empty" from "not audio"."""
+
+    def __init__(self, raw: Any, owned: bool = True) -> None:
+        super().__init__()
+        self.raw, self.owned, self.count = raw, owned, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: Any) -> int:
+        n = self.raw.readinto(b) or 0
+        self.count += n
+        return n
+
+    def close(self) -> None:
+        if self.owned and not self.closed:
+            self.raw.close()
+        super().close()
+
+
+def _stdin() -> BinaryIO:
+    """Standard input as a binary stream (``sys.stdin.buffer``, else file descriptor 0)."""
+    stdin = getattr(sys.stdin, "buffer", None)
+    return stdin if stdin is not None else open(0, "rb", closefd=False)  # noqa: SIM115
 
 
 def _file_object_name(f: Any) -> str:
@@ -125,37 +186,76 @@ def _ffmpeg_cause(e: Exception) -> str:
     return getattr(e, "strerror", None) or str(e) or type(e).__name__
 
 
-def _decode(target: str | BinaryIO, name: str, sr: int) -> np.ndarray:
-    """Decode the best audio stream of ``target`` to mono int16 at ``sr`` and scale it to float32."""
+def _decode(target: str | BinaryIO, name: str, sr: int, max_duration: float | None) -> np.ndarray:
+    """Decode the best audio stream of ``target`` to mono int16 at ``sr`` and scale it to float32.
+
+    Damage is skipped the way the ffmpeg CLI skips it: a packet the decoder rejects is dropped and decoding
+    goes on; a demuxer error ends the input, keeping what decoded. Either gives an AudioDamageWarning.
+    """
     try:
         container = av.open(target, mode="r", metadata_errors="ignore")
     except av.FFmpegError as e:
+        if isinstance(target, _CountingReader) and target.count == 0:
+            raise AudioError(name, "no data (the stream ended before any byte)") from e
         raise AudioError(name, f"unrecognised or truncated audio/video data ({_ffmpeg_cause(e)})") from e
     except OSError as e:
         raise AudioError(name, f"cannot open ({e})") from e
     with container:
         stream = _audio_stream(container, name)
-        converter = _MonoS16Converter(sr)
-        trim = _EndTrim(container, stream)
-        packet_bytes = 0
-        try:
-            for packet in container.demux(stream):
-                packet_bytes += packet.size
-                trim.observe(packet)
-                for frame in packet.decode():  # the final, empty packet flushes the decoder
-                    _check_finite_frame(frame, name)
-                    converter.push_all(trim.push(frame))
-            converter.push_all(trim.finish())
-            pcm = converter.finish()
-        except av.FFmpegError as e:
-            done = f"{converter.n_samples / sr:.2f} s"
-            raise AudioError(name, f"decoding failed after {done} of audio ({_ffmpeg_cause(e)})") from e
-        if pcm.size == 0 and packet_bytes > 0:
-            raise AudioError(name, f"corrupt or truncated: {packet_bytes} bytes of audio decoded to nothing")
+        converter = _MonoS16Converter(sr, max_duration)
+        damage = Damage(name, sr)
+        _decode_packets(container, stream, name, converter, damage)
         claimed = _claimed_seconds(container, stream)
-        if pcm.size == 0 and claimed > 0:
+        if converter.n_samples == 0 and (damage.packet_bytes > 0 or damage.errors):
+            raise AudioError(
+                name,
+                f"corrupt or truncated: {damage.packet_bytes} bytes of audio decoded to nothing"
+                + (f" ({damage.first_cause})" if damage.first_cause else ""),
+            )
+        if converter.n_samples == 0 and claimed > 0:
             raise AudioError(name, f"corrupt or truncated: header says {claimed:.2f} s, nothing decodable")
-    return pcm.astype(np.float32) / INT16_SCALE
+        damage.warn(converter.n_samples / sr, claimed)
+        return converter.finish()
+
+
+def _decode_packets(
+    container: Any, stream: Any, name: str, converter: _MonoS16Converter, damage: Damage
+) -> None:
+    """Demux and decode every packet of ``stream`` into ``converter``, skipping damage (noted in ``damage``)."""
+    trim = _EndTrim(container, stream)
+    packets = container.demux(stream)
+    while True:
+        try:
+            packet = next(packets)
+        except StopIteration:
+            break
+        except av.FFmpegError as e:  # the demuxer gave up (cut file, garbage): keep what decoded
+            damage.ended(_ffmpeg_cause(e), converter.n_samples)
+            frames = _flush(stream, damage, converter.n_samples)
+        else:
+            damage.packet_bytes += packet.size
+            trim.observe(packet)
+            try:
+                frames = packet.decode()  # the final, empty packet flushes the decoder
+            except av.FFmpegError as e:
+                damage.skipped(packet, _ffmpeg_cause(e), converter.n_samples)
+                continue
+        for frame in frames:
+            _check_finite_frame(frame, name)
+            converter.push_all(trim.push(frame))
+        converter.check_limit(name)
+        if damage.end_cause is not None:
+            break
+    converter.push_all(trim.finish())
+
+
+def _flush(stream: Any, damage: Damage, at_sample: int) -> list[av.AudioFrame]:
+    """What the decoder still holds after the demuxer stopped early."""
+    try:
+        return stream.codec_context.decode(None)
+    except av.FFmpegError as e:
+        damage.skipped(None, _ffmpeg_cause(e), at_sample)
+        return []
 
 
 def _audio_stream(container: Any, name: str) -> Any:
@@ -252,11 +352,19 @@ class _MonoS16Converter:
 
     One ``av.AudioResampler`` (libswresample) per run of frames with the same format, layout and rate,
     flushed when the run ends, like the ffmpeg CLI reconfiguring its filter graph on a mid-stream change.
+    Samples are kept as int16 in chunks of about a million, so memory follows the audio kept (2 bytes a
+    sample), and ``check_limit`` stops a source longer than ``max_duration`` seconds.
     """
 
-    def __init__(self, sr: int) -> None:
+    CHUNK = 1 << 20  # samples per consolidated chunk
+
+    def __init__(self, sr: int, max_duration: float | None = None) -> None:
         self.sr = sr
-        self.out: list[np.ndarray] = []
+        self.limit = None if max_duration is None else int(max_duration * sr)
+        self.max_duration = max_duration
+        self.chunks: list[np.ndarray] = []  # consolidated int16 chunks
+        self.pending: list[np.ndarray] = []  # per-frame arrays not consolidated yet
+        self.n_pending = 0
         self.n_samples = 0  # converted so far
         self.resampler: av.AudioResampler | None = None
         self.signature: tuple[str, str, int] | None = None
@@ -273,10 +381,26 @@ class _MonoS16Converter:
         for frame in frames:
             self.push(frame)
 
+    def check_limit(self, name: str) -> None:
+        """AudioError once more than ``max_duration`` seconds were decoded (an endless stream, say)."""
+        if self.limit is not None and self.n_samples > self.limit:
+            raise AudioError(
+                name,
+                f"longer than max_duration={self.max_duration:g} s of audio: stopped reading there "
+                "(pass a larger max_duration, or None, to load longer audio)",
+            )
+
     def finish(self) -> np.ndarray:
-        """All converted samples, int16, shape (n_samples,)."""
+        """All converted samples as float32 in [-1, 1), shape (n_samples,) (each int16 chunk freed once copied)."""
         self._flush()
-        return np.concatenate(self.out) if self.out else np.zeros(0, dtype=np.int16)
+        self._consolidate()
+        out = np.empty(self.n_samples, dtype=np.float32)
+        pos = 0
+        while self.chunks:
+            chunk = self.chunks.pop(0)
+            np.divide(chunk, np.float32(INT16_SCALE), out=out[pos : pos + chunk.size], dtype=np.float32)
+            pos += chunk.size
+        return out
 
     def _flush(self) -> None:
         if self.resampler is not None:
@@ -285,8 +409,17 @@ class _MonoS16Converter:
 
     def _collect(self, frames: list[av.AudioFrame]) -> None:
         for frame in frames:
-            self.out.append(frame.to_ndarray().reshape(-1))
-            self.n_samples += self.out[-1].size
+            samples = frame.to_ndarray().reshape(-1)
+            self.pending.append(samples)
+            self.n_pending += samples.size
+            self.n_samples += samples.size
+        if self.n_pending >= self.CHUNK:
+            self._consolidate()
+
+    def _consolidate(self) -> None:
+        if self.pending:
+            self.chunks.append(np.concatenate(self.pending))
+            self.pending, self.n_pending = [], 0
 
 
 # --------------------------------------------------------------------------------------------------------

@@ -7,12 +7,13 @@ Output: without --output-dir / --output-format the transcript of each file is pr
 `==> FILE <==` line when several files are given); with either of them, transcript files are written
 instead (--output-format defaults to "all", --output-dir to "."). A file that cannot be transcribed prints
 one `kvwhisper: error: FILE: cause` line to stderr; the other files are still done, and the exit status is 1.
+The output folder and output-name clashes are checked before any work, and outputs are written whole
+(`outputs.py`); `-` reads standard input.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import warnings
 
@@ -308,7 +309,8 @@ def _cause(e: BaseException) -> str:
 def run(args) -> int:
     from ..model import load_model
     from ..transcribe import transcribe
-    from ..transcribe.writers import get_writer
+    from ..transcribe.writers import get_writer, output_basename
+    from .outputs import audio_warnings_as_lines, check_distinct_outputs, interrupt_after, prepare_output_dir
 
     check_options(args)
     if args.threads:
@@ -318,8 +320,8 @@ def run(args) -> int:
     write_files = args.output_dir is not None or args.output_format is not None
     writer = writer_args = None
     if write_files:
-        output_dir = args.output_dir or "."
-        os.makedirs(output_dir, exist_ok=True)
+        output_dir = prepare_output_dir(args.output_dir or ".")
+        check_distinct_outputs(args.files, output_dir, output_basename)
         writer = get_writer(args.output_format or "all", output_dir)
         writer_args = {option: getattr(args, option) for option in WORD_OPTIONS}
     try:
@@ -331,9 +333,11 @@ def run(args) -> int:
     failed = 0
     for path in args.files:
         try:
-            result = transcribe(model, path, **options)
+            with audio_warnings_as_lines():
+                result = transcribe(model, path, **options)
             if write_files:
-                writer(result, path, **writer_args)
+                with interrupt_after():  # Ctrl-C: this file's outputs are written whole first
+                    writer(result, path, **writer_args)
         except KeyboardInterrupt:
             raise
         except Exception as e:  # one bad file must not stop the others

@@ -21,10 +21,7 @@ import torch
 from torch import Tensor
 
 from .dims import ModelDims
-
-
-class ModelLoadError(RuntimeError):
-    """Weights that cannot be loaded: missing, truncated, wrong shapes, unknown format, tokenizer mismatch."""
+from .fields import ModelLoadError, alignment_heads, one_line, read_json
 
 
 @dataclass
@@ -67,7 +64,7 @@ def read_openai(path: Path) -> Checkpoint:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # truncated zip, not a torch file, pickle refused, ...
-        raise ModelLoadError(f"{path}: not a readable PyTorch checkpoint ({type(e).__name__}: {e})") from e
+        raise ModelLoadError(f"{path}: not a readable PyTorch checkpoint ({one_line(e)})") from e
     if not isinstance(ckpt, dict) or "dims" not in ckpt or "model_state_dict" not in ckpt:
         raise ModelLoadError(
             f"{path}: not a Whisper checkpoint (expected keys 'dims' and 'model_state_dict')"
@@ -77,7 +74,9 @@ def read_openai(path: Path) -> Checkpoint:
     except TypeError as e:
         raise ModelLoadError(f"{path}: bad 'dims' ({e})") from e
     heads = ckpt.get("alignment_heads")  # written by `kvwhisper convert`; absent from the official files
-    return Checkpoint(dims, dict(ckpt["model_state_dict"]), [tuple(h) for h in heads] if heads else None)
+    return Checkpoint(
+        dims, dict(ckpt["model_state_dict"]), alignment_heads(heads, dims, f"{path}: 'alignment_heads'")
+    )
 
 
 def write_openai(model, path: Path) -> None:
@@ -149,7 +148,7 @@ def _hf_dims(config: dict, path: Path) -> ModelDims:
 
 
 def read_hf(folder: Path) -> Checkpoint:
-    config = _read_json(folder / "config.json")
+    config = read_json(folder / "config.json")
     dims = _hf_dims(config, folder)
     if (folder / "model.safetensors").exists():
         from safetensors.torch import load_file
@@ -157,12 +156,12 @@ def read_hf(folder: Path) -> Checkpoint:
         try:
             hf_state = load_file(str(folder / "model.safetensors"))
         except Exception as e:
-            raise ModelLoadError(f"{folder}/model.safetensors: unreadable ({e})") from e
+            raise ModelLoadError(f"{folder}/model.safetensors: unreadable ({one_line(e)})") from e
     else:
         try:
             hf_state = torch.load(folder / "pytorch_model.bin", map_location="cpu", weights_only=True)
         except Exception as e:
-            raise ModelLoadError(f"{folder}/pytorch_model.bin: unreadable ({e})") from e
+            raise ModelLoadError(f"{folder}/pytorch_model.bin: unreadable ({one_line(e)})") from e
     state = {}
     for name in _reference_names(dims):
         hf = reference_to_hf_name(name)
@@ -170,8 +169,9 @@ def read_hf(folder: Path) -> Checkpoint:
             raise ModelLoadError(f"{folder}: missing tensor {hf} (for {name})")
         state[name] = hf_state[hf]
     gen_path = folder / "generation_config.json"
-    heads = _read_json(gen_path).get("alignment_heads") if gen_path.exists() else None
-    return Checkpoint(dims, state, [tuple(h) for h in heads] if heads else None, find_tokenizer_file(folder))
+    heads = read_json(gen_path).get("alignment_heads") if gen_path.exists() else None
+    heads = alignment_heads(heads, dims, f"{gen_path}: field 'alignment_heads'")
+    return Checkpoint(dims, state, heads, find_tokenizer_file(folder))
 
 
 def write_hf(model, folder: Path) -> None:
@@ -418,7 +418,7 @@ def _ct2_state(v: dict[str, Tensor], dims: ModelDims, path: Path) -> dict[str, T
 def read_ct2(folder: Path) -> Checkpoint:
     model_bin = folder / "model.bin" if folder.is_dir() else folder
     folder = model_bin.parent
-    config = _read_json(folder / "config.json") if (folder / "config.json").exists() else {}
+    config = read_json(folder / "config.json") if (folder / "config.json").exists() else {}
     variables, aliases = read_ct2_variables(model_bin)
     dims = _ct2_dims(variables, config, model_bin)
     state = _ct2_state(variables, dims, model_bin)
@@ -430,20 +430,13 @@ def read_ct2(folder: Path) -> Checkpoint:
             raise ModelLoadError(
                 f"{model_bin}: output projection differs from the token embedding (not Whisper)"
             )
-    heads = config.get("alignment_heads")
-    return Checkpoint(dims, state, [tuple(h) for h in heads] if heads else None, find_tokenizer_file(folder))
+    heads = alignment_heads(
+        config.get("alignment_heads"), dims, f"{folder / 'config.json'}: field 'alignment_heads'"
+    )
+    return Checkpoint(dims, state, heads, find_tokenizer_file(folder))
 
 
 # ---------------------------------------------------------------------------------------------------------
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as e:
-        raise ModelLoadError(f"{path}: missing") from e
-    except (ValueError, UnicodeDecodeError) as e:
-        raise ModelLoadError(f"{path}: not valid JSON ({e})") from e
 
 
 def _reference_names(dims: ModelDims) -> list[str]:

@@ -134,9 +134,11 @@ def load_model(
     The positional arguments are openai-whisper's; ``in_memory`` is accepted for that and changes nothing.
     device: default "cuda" when available, else "cpu". dtype: default fp16 on CUDA, fp32 on CPU; "bf16" selectable.
     On the CPU the model gets kvwhisper.cpu's packed weights and kernels (`model.use_plain()` removes them).
-    Raises ModelLoadError (missing, truncated, wrong shapes, unknown format, tokenizer mismatch).
+    Raises ModelLoadError (missing, truncated, wrong shapes, unknown format, malformed config fields,
+    tokenizer mismatch, a CUDA device this torch cannot use).
     """
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    check_device(device)
     dtype = resolve_dtype(dtype, device)
     path = Path(name).expanduser()
     model_name = ALIASES.get(str(name), str(name))
@@ -150,6 +152,18 @@ def load_model(
         )
     model = build_model(READERS[detect_format(source)](source), source, dtype, model_name).to(device)
     return cpu.accelerate(model) if device.type == "cpu" else model
+
+
+def check_device(device: torch.device) -> None:
+    """ModelLoadError, in one line, for a CUDA device this torch cannot use (no CUDA build, no GPU, bad index)."""
+    if device.type != "cuda":
+        return
+    if not torch.backends.cuda.is_built():
+        raise ModelLoadError(f"device {device}: this torch ({torch.__version__}) was built without CUDA")
+    if not torch.cuda.is_available():
+        raise ModelLoadError(f"device {device}: CUDA is not available (no usable GPU or driver)")
+    if device.index is not None and device.index >= torch.cuda.device_count():
+        raise ModelLoadError(f"device {device}: only {torch.cuda.device_count()} CUDA device(s)")
 
 
 def build_model(ckpt: Checkpoint, source: Path, dtype: torch.dtype, model_name: str | None = None) -> Whisper:

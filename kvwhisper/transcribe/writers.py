@@ -9,13 +9,21 @@ writes ``<output_dir>/<audio basename without extension>.<ext>`` in UTF-8::
 Subtitle options (srt / vtt; they need word timestamps in the result, except ``max_words_per_line``'s default):
 ``max_line_width`` characters per line, ``max_line_count`` lines per subtitle (with ``max_line_width``: breaks
 subtitles at long pauses too), ``highlight_words`` (underline each word as it is spoken), ``max_words_per_line``.
+
+Every file is written atomically: to a hidden temporary name in the same folder (``.<name>.<random>.tmp``),
+flushed to disk (``fsync``), then renamed over the final name. A write that fails (a full disk) or is
+interrupted (Ctrl-C, an exception) leaves the previous file, or none, never a partial one; only a process
+killed outright (SIGKILL, power loss) can leave a ``.*.tmp`` file behind, never a partial output. Standard
+input (``"-"``) is written as ``stdin.<ext>``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+import secrets
 import sys
 from collections.abc import Callable, Iterator
 from typing import Any, TextIO
@@ -64,6 +72,51 @@ def get_end(segments: list[dict]) -> float | None:
     )
 
 
+def output_basename(audio_path: str | os.PathLike[str]) -> str:
+    """The name an input's outputs get, without extension: its base name less its extension ("-": stdin)."""
+    path = os.fspath(audio_path)
+    if path == "-":
+        return "stdin"
+    return os.path.splitext(os.path.basename(path))[0]
+
+
+@contextlib.contextmanager
+def atomic_open(path: str | os.PathLike[str]) -> Iterator[TextIO]:
+    """A UTF-8 text file that appears at ``path`` only complete: written to a temporary file in the same
+    folder, flushed and fsync'ed, then renamed over ``path``. On any exception (KeyboardInterrupt too) the
+    temporary file is removed and ``path`` is left as it was. Errors name ``path``."""
+    path = os.fspath(path)
+    folder, name = os.path.split(path)
+    tmp = os.path.join(folder, f".{name}.{secrets.token_hex(4)}.tmp")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the umask applies, as for open()
+    except OSError as e:
+        raise type(e)(e.errno, e.strerror, path) from e
+    try:
+        with open(fd, "w", encoding="utf-8") as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as e:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        if isinstance(e, OSError) and e.errno is not None and e.filename != path:
+            raise type(e)(e.errno, e.strerror, path) from e
+        raise
+    _fsync_folder(folder or ".")
+
+
+def _fsync_folder(folder: str) -> None:
+    """Make a rename in ``folder`` durable (where the system allows opening a folder)."""
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
 class ResultWriter:
     """Writes one format to ``<output_dir>/<audio basename>.<extension>``."""
 
@@ -73,15 +126,15 @@ class ResultWriter:
         self.output_dir = os.fspath(output_dir)
 
     def output_path(self, audio_path: str | os.PathLike[str]) -> str:
-        basename = os.path.splitext(os.path.basename(os.fspath(audio_path)))[0]
-        return os.path.join(self.output_dir, basename + "." + self.extension)
+        return os.path.join(self.output_dir, output_basename(audio_path) + "." + self.extension)
 
     def __call__(
         self, result: Any, audio_path: str | os.PathLike[str], options: dict | None = None, **kwargs
     ) -> str:
-        """Write ``result`` for ``audio_path``; returns the path written."""
+        """Write ``result`` for ``audio_path`` (atomically: the old file or the whole new one); returns the
+        path written."""
         path = self.output_path(audio_path)
-        with open(path, "w", encoding="utf-8") as f:
+        with atomic_open(path) as f:
             self.write_result(as_dict(result), file=f, options=options, **kwargs)
         return path
 
