@@ -8,7 +8,15 @@ from .choosers import BeamSearchChooser, GreedyChooser, rank_candidates
 from .language import detect_language
 from .logits import ApplyTimestampRules, LogitsProcessor, SuppressBlank, SuppressTokens
 from .loop import DecoderRunner, DecodeState, DecodingTask, StepOutput, decode
-from .options import DecodingOptions, DecodingResult, compression_ratio, task_tokenizer, verify_options
+from .options import (
+    DecodingOptions,
+    DecodingResult,
+    OptionError,
+    check_options,
+    compression_ratio,
+    task_tokenizer,
+    verify_options,
+)
 
 __all__ = [
     "ApplyTimestampRules",
@@ -20,9 +28,11 @@ __all__ = [
     "DecodingTask",
     "GreedyChooser",
     "LogitsProcessor",
+    "OptionError",
     "StepOutput",
     "SuppressBlank",
     "SuppressTokens",
+    "check_options",
     "compression_ratio",
     "decode",
     "detect_language",
