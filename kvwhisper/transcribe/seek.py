@@ -319,14 +319,18 @@ class SeekLoop:
         return next_seek if next_seek > seek else seek + segment_size  # the seek always advances
 
     def run(self, clips: list[tuple[int, int]]) -> list[Segment]:
-        with tqdm.tqdm(total=self.content_frames, unit="frames", disable=self.verbose is not False) as pbar:
+        seconds = self.content_frames / FRAMES_PER_SECOND  # the bar (verbose=False) counts audio seconds
+        bar = tqdm.tqdm(
+            total=round(seconds, 2), unit="s", unit_scale=False, disable=self.verbose is not False
+        )
+        with bar:
             seek = 0
             for clip_start, clip_end in clips:
                 seek = max(seek, clip_start)
                 while seek < clip_end:
                     previous_seek = seek
                     seek = self.step(seek, clip_end)
-                    pbar.update(min(self.content_frames, seek) - previous_seek)
+                    bar.update(round((min(self.content_frames, seek) - previous_seek) / FRAMES_PER_SECOND, 2))
         return self.segments
 
     @property
