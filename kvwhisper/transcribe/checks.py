@@ -6,9 +6,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
-from ..decoding import DecodingOptions, OptionError, check_options
+from ..decoding import DecodingOptions, OptionError, check_options, verify_options
 from ..decoding.options import check_number
+
+if TYPE_CHECKING:
+    from ..model import Whisper
 
 
 def options_at(options: DecodingOptions, temperature: float) -> DecodingOptions:
@@ -41,15 +45,17 @@ def clip_seconds(clip_timestamps: str | Sequence[float]) -> list[float]:
 def check_transcribe_options(
     decode_options: dict,
     temperatures: Sequence[float],
-    *,
     compression_ratio_threshold: float | None = None,
     logprob_threshold: float | None = None,
     no_speech_threshold: float | None = None,
-    clip_timestamps: str | Sequence[float] = "0",
     hallucination_silence_threshold: float | None = None,
     repeat_no_speech_threshold: float | None = None,
+    clip_timestamps: str | Sequence[float] = "0",
+    *,
+    model: Whisper | None = None,
 ) -> DecodingOptions:
-    """Every option of transcribe() that needs no model; returns the window DecodingOptions (temperature 0)."""
+    """Every option of transcribe(), against `model` too when given (its vocabulary, its languages); returns
+    the window DecodingOptions."""
     if len(temperatures) == 0:
         raise OptionError("temperature", "at least one temperature is needed")
     for t in temperatures:
@@ -62,5 +68,8 @@ def check_transcribe_options(
     clip_seconds(clip_timestamps)
     options = DecodingOptions(**decode_options)  # TypeError for a keyword that is no option
     for t in temperatures:
-        check_options(options_at(options, float(t)))
+        if model is None:
+            check_options(options_at(options, float(t)))
+        else:
+            verify_options(options_at(options, float(t)), model)
     return options

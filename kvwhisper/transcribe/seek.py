@@ -41,7 +41,7 @@ from ..audio import (
     MelWindows,
     pad_or_trim,
 )
-from ..decoding import DecodingOptions, DecodingResult, task_tokenizer, verify_options
+from ..decoding import DecodingOptions, DecodingResult, task_tokenizer
 from ..timing import APPEND_PUNCTUATIONS, PREPEND_PUNCTUATIONS, Word, add_word_timestamps
 from ..tokenizer import LANGUAGES
 from .checks import check_transcribe_options, clip_seconds, options_at
@@ -428,19 +428,9 @@ def transcribe(
     decode_options = _window_options(decode_options)
     temperatures = (temperature,) if np.ndim(temperature) == 0 else tuple(temperature)
     thresholds = (compression_ratio_threshold, logprob_threshold, no_speech_threshold)
-    checked = check_transcribe_options(
-        decode_options,
-        temperatures,
-        compression_ratio_threshold=compression_ratio_threshold,
-        logprob_threshold=logprob_threshold,
-        no_speech_threshold=no_speech_threshold,
-        clip_timestamps=clip_timestamps,
-        hallucination_silence_threshold=hallucination_silence_threshold,
-        repeat_no_speech_threshold=repeat_no_speech_threshold,
-    )
-    for t in temperatures:  # against the model too, before any audio is read
-        verify_options(options_at(checked, float(t)), model)
-    policy = FallbackPolicy(tuple(float(t) for t in temperatures), *thresholds)
+    thresholds += (hallucination_silence_threshold, repeat_no_speech_threshold)
+    check_transcribe_options(decode_options, temperatures, *thresholds, clip_timestamps, model=model)
+    policy = FallbackPolicy(tuple(float(t) for t in temperatures), *thresholds[:3])
 
     windows = MelWindows(audio, model.dims.n_mels)
     language = _language(model, windows.mel, decode_options.get("language"), verbose)
