@@ -22,26 +22,33 @@ from .transcribe.writers import (
 )
 
 
-class BoolArgumentError(argparse.ArgumentTypeError, ValueError):
-    """Not True or False: argparse prints the message; other callers catch a ValueError (as openai-whisper's)."""
+class OptionValueError(argparse.ArgumentTypeError, ValueError):
+    """An option value of the wrong form: argparse prints its message; other callers catch a ValueError (as
+    with openai-whisper's parsers)."""
 
 
 def str2bool(string: str) -> bool:
-    """The words "True" / "False" as a bool (an option type; also whisper.utils.str2bool)."""
+    """The words "True" / "False" as a bool."""
     values = {"True": True, "False": False}
     if string not in values:
-        raise BoolArgumentError(f"expected True or False, got {string!r}")
+        raise OptionValueError(f"expected True or False, got {string!r}")
     return values[string]
 
 
 def optional_int(string: str) -> int | None:
     """An int, or None for the word "None"."""
-    return None if string == "None" else int(string)
+    try:
+        return None if string == "None" else int(string)
+    except ValueError:
+        raise OptionValueError(f"expected an integer or None, got {string!r}") from None
 
 
 def optional_float(string: str) -> float | None:
     """A float, or None for the word "None"."""
-    return None if string == "None" else float(string)
+    try:
+        return None if string == "None" else float(string)
+    except ValueError:
+        raise OptionValueError(f"expected a number or None, got {string!r}") from None
 
 
 __all__ = [

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
 import pytest
+from conftest import REPO_ROOT
 
 import kvwhisper
 import kvwhisper.model
@@ -30,17 +32,21 @@ def cli(monkeypatch, cached_model):
 
 
 def test_transcribe_prints_the_transcript(jfk_path, tmp_path):
-    """The real entry point, default options (beam search 5, as the reference's CLI)."""
+    """The real entry point, default options (beam search 5, segments printed as decoded, as the reference's
+    CLI)."""
     proc = subprocess.run(
         [sys.executable, "-m", "kvwhisper", "transcribe", str(jfk_path)],
         capture_output=True,
         text=True,
         timeout=600,
         cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
     )
     assert proc.returncode == 0, proc.stderr
-    assert JFK_WORDS in proc.stdout.lower().replace(",", "")
-    assert proc.stdout.count("\n") == 1  # one file: just its text
+    lines = proc.stdout.splitlines()
+    assert lines and all(line.startswith("[00:") and " --> " in line for line in lines), proc.stdout
+    text = " ".join(line.split("]", 1)[1].strip() for line in lines)
+    assert JFK_WORDS in text.lower().replace(",", "")
     assert list(tmp_path.iterdir()) == []  # nothing written without --output-dir / --output-format
 
 
@@ -65,19 +71,19 @@ def test_bad_files_get_one_line_each_and_the_good_one_is_still_written(cli, jfk_
 
 def test_several_files_to_stdout_are_labelled(cli, jfk_path, tmp_path, capsys):
     missing = tmp_path / "gone.mp3"
-    assert cli(["transcribe", str(jfk_path), str(missing), *GREEDY]) == 1
+    assert cli(["transcribe", str(jfk_path), str(missing), "--verbose", "False", *GREEDY]) == 1
     captured = capsys.readouterr()
     lines = captured.out.splitlines()
     assert lines[0] == f"==> {jfk_path} <==" and JFK_WORDS in lines[1].lower().replace(",", "")
     assert len(lines) == 2
-    assert captured.err.count("\n") == 1 and str(missing) in captured.err
+    errors = [line for line in captured.err.splitlines() if line.startswith("kvwhisper: error: ")]
+    assert len(errors) == 1 and str(missing) in errors[0]
+    assert "11.0/11.0" in captured.err  # --verbose False: a progress bar over the audio's seconds
 
 
 def test_output_format_all_writes_the_five_files(cli, jfk_path, tmp_path, capsys):
     out = tmp_path / "subs"
-    assert (
-        cli(["transcribe", str(jfk_path), "--output-dir", str(out), "--output-format", "all", *GREEDY]) == 0
-    )
+    assert cli(["transcribe", str(jfk_path), "-o", str(out), "-f", "all", "--verbose", "False", *GREEDY]) == 0
     assert sorted(p.name for p in out.iterdir()) == sorted(f"jfk.{ext}" for ext in FORMATS)
     assert capsys.readouterr().out == ""  # files written instead of printing
     data = json.loads((out / "jfk.json").read_text())
@@ -117,7 +123,7 @@ def test_word_timestamps_subtitles_and_reference_spellings(cli, jfk_path, tmp_pa
 
 
 def test_word_options_need_word_timestamps(jfk_path, capsys):
-    assert main(["transcribe", str(jfk_path), "--max-line-width", "30"]) == 1
+    assert main(["transcribe", str(jfk_path), "--max-line-width", "30"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--word-timestamps True" in err
 

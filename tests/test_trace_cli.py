@@ -69,15 +69,15 @@ def test_trace_beam_search_without_cache(jfk_path, tmp_path, capsys):
 
 
 @pytest.mark.parametrize(
-    ("extra", "message"),
+    ("extra", "message", "status"),
     [
-        (["--window", "1"], "past the end"),
-        (["--top-k", "0"], "--top-k"),
-        (["--json", "/nonexistent-dir/x.jsonl"], "No such file"),
+        (["--window", "1"], "past the end", 1),
+        (["--top-k", "0"], "--top-k", 2),
+        (["--json", "/nonexistent-dir/x.jsonl"], "does not exist", 2),
     ],
 )
-def test_trace_errors_are_one_line(jfk_path, capsys, extra, message):
-    assert main(["trace", str(jfk_path), "--sample-len", "1", *extra]) == 1
+def test_trace_errors_are_one_line(jfk_path, capsys, extra, message, status):
+    assert main(["trace", str(jfk_path), "--sample-len", "1", *extra]) == status
     err = capsys.readouterr().err.strip()
     assert err.startswith("kvwhisper: error:") and message in err and "\n" not in err
 

@@ -74,6 +74,8 @@ def log_mel_spectrogram(
     ``"cuda"``), else where the tensor lives.
     """
     samples = _as_tensor(audio)
+    if samples.shape[0] + max(padding, 0) == 0:
+        raise ValueError("log_mel_spectrogram: the waveform is empty (no samples, no padding)")
     if device is not None:
         samples = samples.to(device)
     if padding > 0:
@@ -92,10 +94,22 @@ def _as_tensor(audio: AudioSource) -> torch.Tensor:
     """A float32 waveform tensor from a float tensor or array (as given, like the reference), or from
     anything else through load_audio (encoded sources; integer PCM arrays, scaled to [-1, 1))."""
     if isinstance(audio, torch.Tensor) and audio.is_floating_point():
-        return audio if audio.dtype == torch.float32 else audio.float()
+        return _checked(audio if audio.dtype == torch.float32 else audio.float())
     if isinstance(audio, np.ndarray) and audio.dtype.kind == "f":
-        return torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32))
+        return _checked(torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32)))
     return torch.from_numpy(load_audio(audio))
+
+
+def _checked(samples: torch.Tensor) -> torch.Tensor:
+    """A waveform given as numbers: one channel, finite values (NaN or Inf would spread over the whole mel)."""
+    if samples.ndim != 1:
+        raise ValueError(
+            f"expected a mono waveform (16 kHz) of shape (n_samples,), got shape {tuple(samples.shape)}"
+            + (": downmix the channels first (load_audio does)" if samples.ndim == 2 else "")
+        )
+    if not bool(torch.isfinite(samples).all()):
+        raise ValueError("the waveform contains NaN or infinite samples")
+    return samples
 
 
 def pad_or_trim(

@@ -13,7 +13,16 @@ import os
 import sys
 import time
 
-from . import CLIError
+from . import CLIError, UsageError
+from .checks import (
+    check_count,
+    check_device,
+    check_language,
+    check_model,
+    check_output_file,
+    flag,
+    usage_error,
+)
 
 
 def add_parser(sub) -> None:
@@ -41,28 +50,43 @@ def add_parser(sub) -> None:
     p.set_defaults(func=run)
 
 
-def run(args) -> int:
-    from ..decoding import DecodingOptions
-    from ..inspection import decode_session
-    from ..model import load_model
+def check_args(args):
+    """Every option before the model is loaded: UsageError (exit status 2) for the first bad one; the
+    DecodingOptions of the session."""
+    from ..decoding import DecodingOptions, OptionError, check_options
 
-    if args.top_k < 1:
-        raise CLIError("--top-k must be >= 1")
-    if args.window is not None and args.window < 0:
-        raise CLIError("--window must be >= 0")
-    if not os.path.exists(args.file):
-        raise CLIError(f"{args.file}: no such file")
-    if args.plot or args.mel_plot:
-        try:
-            import matplotlib  # noqa: F401
-        except ImportError as e:
-            raise CLIError("--plot and --mel-plot need matplotlib: pip install matplotlib") from e
+    check_count("--top-k", args.top_k)
+    check_count("--window", args.window, 0)
+    check_model(args.model)
+    check_device(args.device)
+    check_language(args.language)
+    for option in ("json", "plot", "mel_plot"):
+        check_output_file(flag(option), getattr(args, option))
     options = DecodingOptions(
         language=args.language,
         beam_size=args.beam_size,
         sample_len=args.sample_len,
         kv_cache="none" if args.no_cache else "full",
     )
+    try:
+        check_options(options)
+    except OptionError as e:
+        raise usage_error(e) from None
+    if args.plot or args.mel_plot:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError as e:
+            raise UsageError("--plot and --mel-plot need matplotlib: pip install matplotlib") from e
+    if not os.path.exists(args.file):
+        raise CLIError(f"{args.file}: no such file")
+    return options
+
+
+def run(args) -> int:
+    from ..inspection import decode_session
+    from ..model import load_model
+
+    options = check_args(args)
     model = load_model(args.model, device=args.device, dtype=args.dtype)
     session = decode_session(model, args.file, options, top_k=args.top_k, window=args.window)
     out = print

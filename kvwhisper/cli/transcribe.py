@@ -3,12 +3,16 @@
 Options follow openai-whisper's `whisper` command (each also accepted with underscores, e.g.
 `--word_timestamps`); True/False options take the words True or False, as there.
 
-Output: without --output-dir / --output-format the transcript of each file is printed to stdout (after a
-`==> FILE <==` line when several files are given); with either of them, transcript files are written
-instead (--output-format defaults to "all", --output-dir to "."). A file that cannot be transcribed prints
-one `kvwhisper: error: FILE: cause` line to stderr; the other files are still done, and the exit status is 1.
-The output folder and output-name clashes are checked before any work, and outputs are written whole
-(`outputs.py`); `-` reads standard input.
+Progress: each segment is printed as it is decoded (`--verbose True`, the default, as the reference's);
+`--verbose False` shows a progress bar over the audio's seconds on stderr instead.
+
+Output: without --output-dir / --output-format the transcript of each file goes to stdout (its segments as
+they are decoded; with --verbose False its text at the end; after a `==> FILE <==` line when several files
+are given); with either of them, transcript files are written too (--output-format defaults to "all",
+--output-dir to "."). Every option is checked before the model is loaded (`cli/checks.py`). A file that
+cannot be transcribed prints one `kvwhisper: error: FILE: cause` line to stderr; the other files are still
+done, and the exit status is 1. The output folder and output-name clashes are checked before any work, and outputs
+are written whole (`outputs.py`); `-` reads standard input.
 """
 
 from __future__ import annotations
@@ -20,14 +24,22 @@ import warnings
 import numpy as np
 
 from ..utils import optional_float, optional_int, str2bool
-from . import CLIError
+from . import CLIError, UsageError
+from .checks import WORD_OPTIONS, check_transcribe_args, dtype, verify_for_model
 
 EPILOG = """\
 output: without --output-dir/--output-format the transcript is printed to stdout; with either of them,
 files named after each input are written instead (format "all" = txt, vtt, srt, tsv and json; directory
 "." by default). Unlike openai-whisper, nothing is written to the current directory unless asked.
---verbose True prints each segment with its times as it is decoded (instead of the final text);
---verbose False shows a progress bar on stderr."""
+--verbose True (the default) prints each segment with its times as it is decoded; --verbose False shows a
+progress bar on stderr and prints the final text."""
+
+
+def number(string: str) -> float:
+    try:
+        return float(string)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {string!r}") from None
 
 
 def _opt(p, name: str, *short: str, **kw) -> None:
@@ -57,9 +69,22 @@ def add_parser(sub) -> None:
     )
     p.add_argument("files", nargs="+", metavar="FILE", help="audio or video file(s) to transcribe")
     p.add_argument("--model", default="tiny.en", help="model name or checkpoint path (default: tiny.en)")
+    _opt(
+        p,
+        "--model-dir",
+        default=None,
+        help="folder holding downloaded model files (default: ~/.cache/kvwhisper, then ~/.cache/whisper)",
+    )
     p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda when available)")
     p.add_argument(
         "--dtype", default=None, choices=("fp32", "fp16", "bf16"), help="default: fp16 on CUDA, else fp32"
+    )
+    p.add_argument(
+        "--fp16",
+        type=str2bool,
+        default=True,
+        metavar="{True,False}",
+        help="False: fp32 even on CUDA (as --dtype fp32); True: fp16 on CUDA, fp32 on CPU (default)",
     )
     _opt(p, "--output-dir", "-o", default=None, help="write transcript files to this directory")
     _opt(
@@ -74,8 +99,8 @@ def add_parser(sub) -> None:
         p,
         "--verbose",
         type=str2bool,
-        default=None,
-        help="True: print segments as they are decoded; False: progress bar (default: neither)",
+        default=True,
+        help="True: print segments as they are decoded (default); False: a progress bar, then the text",
     )
 
     p.add_argument(
@@ -91,7 +116,7 @@ def add_parser(sub) -> None:
     )
 
     p.add_argument(
-        "--temperature", type=float, default=0.0, help="temperature of the first decode (default: 0)"
+        "--temperature", type=number, default=0.0, help="temperature of the first decode (default: 0)"
     )
     _opt(p, "--best-of", type=optional_int, default=5, help="candidates when sampling at temperature > 0")
     _opt(
@@ -101,11 +126,11 @@ def add_parser(sub) -> None:
         default=5,
         help="beams in beam search at temperature 0 (None: greedy)",
     )
-    p.add_argument("--patience", type=float, default=None, help="beam search patience (arxiv:2204.05424)")
+    p.add_argument("--patience", type=number, default=None, help="beam search patience (arxiv:2204.05424)")
     _opt(
         p,
         "--length-penalty",
-        type=float,
+        type=number,
         default=None,
         help="length penalty alpha (arxiv:1609.08144); default: length normalization",
     )
@@ -235,25 +260,50 @@ def add_parser(sub) -> None:
     p.set_defaults(func=run)
 
 
-WORD_OPTIONS = ("highlight_words", "max_line_count", "max_line_width", "max_words_per_line")
-
-
 def temperatures(start: float, increment: float | None) -> tuple[float, ...]:
     """The fallback temperatures, as the reference's CLI builds them."""
+    from ..decoding.options import OptionError, check_number
+
+    try:
+        check_number("temperature", start, low=0)
+        check_number("temperature_increment_on_fallback", increment, low=0, above=True)
+    except OptionError as e:
+        raise UsageError(f"--{e.option.replace('_', '-')}: {e.reason}") from None
     if increment is None:
         return (start,)
-    if increment <= 0:
-        raise CLIError("--temperature-increment-on-fallback must be > 0 (or None)")
     return tuple(float(t) for t in np.arange(start, 1.0 + 1e-6, increment)) or (start,)
 
 
+def window_options(args, language: str | None) -> dict:
+    """The DecodingOptions fields transcribe() passes on to each window's decode."""
+    return dict(
+        task=args.task,
+        language=language,
+        best_of=args.best_of,
+        beam_size=args.beam_size,
+        patience=args.patience,
+        length_penalty=args.length_penalty,
+        suppress_tokens=args.suppress_tokens,
+        compile=args.compile,
+    )
+
+
+def seek_options(args) -> dict:
+    """transcribe()'s own options (thresholds, clips, guards) from the command line."""
+    return dict(
+        compression_ratio_threshold=args.compression_ratio_threshold,
+        logprob_threshold=args.logprob_threshold,
+        no_speech_threshold=args.no_speech_threshold,
+        clip_timestamps=args.clip_timestamps,
+        hallucination_silence_threshold=args.hallucination_silence_threshold,
+        repeat_no_speech_threshold=args.repeat_no_speech_threshold,
+    )
+
+
 def check_options(args) -> None:
-    if not args.word_timestamps:
-        for option in WORD_OPTIONS:
-            if getattr(args, option):
-                raise CLIError(f"--{option.replace('_', '-')} requires --word-timestamps True")
-        if args.hallucination_silence_threshold is not None:
-            raise CLIError("--hallucination-silence-threshold requires --word-timestamps True")
+    """Every option, before the model is loaded: UsageError (exit status 2) for the first bad one."""
+    temps = temperatures(args.temperature, args.temperature_increment_on_fallback)
+    check_transcribe_args(args, temps, window_options(args, args.language), seek_options(args))
     if args.max_line_count and not args.max_line_width:
         warnings.warn("--max-line-count has no effect without --max-line-width", stacklevel=2)
     if args.max_words_per_line and args.max_line_width:
@@ -272,26 +322,14 @@ def transcribe_options(args, model) -> dict:
     return dict(
         verbose=args.verbose,
         temperature=temperatures(args.temperature, args.temperature_increment_on_fallback),
-        compression_ratio_threshold=args.compression_ratio_threshold,
-        logprob_threshold=args.logprob_threshold,
-        no_speech_threshold=args.no_speech_threshold,
         condition_on_previous_text=args.condition_on_previous_text,
         initial_prompt=args.initial_prompt,
         carry_initial_prompt=args.carry_initial_prompt,
         word_timestamps=args.word_timestamps,
         prepend_punctuations=args.prepend_punctuations,
         append_punctuations=args.append_punctuations,
-        clip_timestamps=args.clip_timestamps,
-        hallucination_silence_threshold=args.hallucination_silence_threshold,
-        repeat_no_speech_threshold=args.repeat_no_speech_threshold,
-        task=args.task,
-        language=language,
-        best_of=args.best_of,
-        beam_size=args.beam_size,
-        patience=args.patience,
-        length_penalty=args.length_penalty,
-        suppress_tokens=args.suppress_tokens,
-        compile=args.compile,
+        **seek_options(args),
+        **window_options(args, language),
     )
 
 
@@ -325,13 +363,16 @@ def run(args) -> int:
         writer = get_writer(args.output_format or "all", output_dir)
         writer_args = {option: getattr(args, option) for option in WORD_OPTIONS}
     try:
-        model = load_model(args.model, device=args.device, dtype=args.dtype)
+        model = load_model(args.model, device=args.device, dtype=dtype(args), download_root=args.model_dir)
     except (OSError, ValueError, RuntimeError) as e:
         raise CLIError(f"cannot load model {args.model}: {e}") from e
     options = transcribe_options(args, model)
+    verify_for_model(model, options["temperature"], window_options(args, options["language"]))
 
     failed = 0
     for path in args.files:
+        if len(args.files) > 1 and args.verbose:
+            print(f"==> {path} <==", flush=True)
         try:
             with audio_warnings_as_lines():
                 result = transcribe(model, path, **options)
@@ -344,7 +385,7 @@ def run(args) -> int:
             print(f"kvwhisper: error: {path}: {_cause(e)}", file=sys.stderr, flush=True)
             failed += 1
             continue
-        if not write_files and args.verbose is not True:
+        if not write_files and not args.verbose:
             if len(args.files) > 1:
                 print(f"==> {path} <==")
             print(result.text.strip(), flush=True)

@@ -43,8 +43,12 @@ _ok: bool | None = None
 
 
 def available() -> bool:
-    """Whether the kernels are built and this CPU runs them (x86-64 with AVX-512, or with AVX2; F16C, FMA)."""
+    """Whether the kernels are built and this CPU runs them (x86-64 with AVX-512, or with AVX2; F16C, FMA).
+    False while torch.compile traces: Dynamo cannot trace the C extension's `supported()`, and the kernels do
+    not apply there anyway (`eager_inference`)."""
     global _ok
+    if torch.compiler.is_compiling():
+        return False
     if _ok is None:
         _ok = _c is not None and bool(_c.supported())
     return ENABLED and _ok

@@ -143,9 +143,9 @@ class PackedWeight:
         apply: not fp32 or bf16 on CPU, an fp32 weight fp16 does not hold exactly, no kernel here, under
         autograd or torch.compile."""
         w0 = weights[0]
-        if not (HALF and w0.dtype in _KERNEL_DTYPES and w0.device.type == "cpu" and kernels.available()):
+        if not kernels.eager_inference(*weights):  # first: nothing below is for torch.compile to trace
             return None
-        if not kernels.eager_inference(*weights):
+        if not (HALF and w0.dtype in _KERNEL_DTYPES and w0.device.type == "cpu" and kernels.available()):
             return None
         key = _key([*weights, *biases])
         if key != self.half_key:

@@ -19,7 +19,15 @@ from .choosers import (
 from .language import detect_language
 from .logits import ApplyTimestampRules, LogitFilter, LogitsProcessor, SuppressBlank, SuppressTokens
 from .loop import DecoderRunner, DecodeState, DecodingTask, StepOutput, decode
-from .options import DecodingOptions, DecodingResult, compression_ratio, task_tokenizer, verify_options
+from .options import (
+    DecodingOptions,
+    DecodingResult,
+    OptionError,
+    check_options,
+    compression_ratio,
+    task_tokenizer,
+    verify_options,
+)
 
 __all__ = [
     "ApplyTimestampRules",
@@ -35,12 +43,14 @@ __all__ = [
     "LogitFilter",
     "LogitsProcessor",
     "MaximumLikelihoodRanker",
+    "OptionError",
     "SequenceRanker",
     "StepOutput",
     "SuppressBlank",
     "SuppressTokens",
     "TokenDecoder",
     "Tokenizer",
+    "check_options",
     "compression_ratio",
     "decode",
     "detect_language",

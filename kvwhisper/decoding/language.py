@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
+from .inputs import window_input
 from .options import task_tokenizer
 
 if TYPE_CHECKING:
@@ -24,8 +25,7 @@ def detect_language(model: Whisper, mel: Tensor, tokenizer: Tokenizer | None = N
     if not model.is_multilingual:
         raise ValueError("this model is English-only: it has no language tokens to detect a language with")
     tokenizer = tokenizer or task_tokenizer(model, None, "transcribe")
-    single = mel.ndim == 2
-    x = mel[None] if single else mel
+    x, single = window_input(mel, model)
     features = (
         x if x.shape[-2:] == (model.dims.n_audio_ctx, model.dims.n_audio_state) else model.embed_audio(x)
     )

@@ -23,9 +23,17 @@ from ..audio import CHUNK_LENGTH
 from ..model.kv_cache import KVCache
 from .choosers import BeamSearchChooser, GreedyChooser, rank_candidates
 from .compiled import compiled
+from .inputs import window_input
 from .language import detect_language
 from .logits import ApplyTimestampRules, LogitsProcessor, SuppressBlank, SuppressTokens
-from .options import DecodingOptions, DecodingResult, compression_ratio, task_tokenizer, verify_options
+from .options import (
+    DecodingOptions,
+    DecodingResult,
+    compression_ratio,
+    suppress_token_ids,
+    task_tokenizer,
+    verify_options,
+)
 
 if TYPE_CHECKING:
     from ..model import Whisper
@@ -155,10 +163,8 @@ class DecodingTask:
         return tuple(tokens)
 
     def suppress_tokens(self) -> list[int]:
-        tok, suppress = self.tokenizer, self.options.suppress_tokens
-        if isinstance(suppress, str):
-            suppress = [int(t) for t in suppress.split(",") if t.strip()]
-        suppress = list(suppress or [])
+        tok = self.tokenizer
+        suppress = suppress_token_ids(self.options.suppress_tokens)
         if -1 in suppress:
             suppress = [t for t in suppress if t >= 0] + list(tok.non_speech_tokens)
         suppress += [tok.transcribe, tok.translate, tok.sot, tok.sot_prev, tok.sot_lm]
@@ -300,11 +306,13 @@ class DecodingTask:
 
 @torch.no_grad()
 def decode(model: Whisper, mel: Tensor, options: DecodingOptions | None = None, **kwargs):
-    """Decode 30-second window(s): mel (n_mels, 3000) -> DecodingResult, or (N, n_mels, 3000) -> list of N.
+    """Decode 30-second window(s): mel (n_mels, 3000) -> DecodingResult, or (N, n_mels, 3000) -> list of N
+    (a tensor or a numpy array; audio features (n_audio_ctx, n_audio_state) are taken in place of a mel).
 
     Options may be given as a DecodingOptions and/or as keyword arguments overriding its fields.
     """
     options = replace(options or DecodingOptions(), **kwargs)
-    single = mel.ndim == 2
-    results = DecodingTask(model, options).run(mel[None] if single else mel)
+    task = DecodingTask(model, options)  # options first: a bad option is reported before any input
+    batch, single = window_input(mel, model)
+    results = task.run(batch)
     return results[0] if single else results

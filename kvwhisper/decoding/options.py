@@ -88,37 +88,112 @@ def compression_ratio(text: str) -> float:
     return len(data) / len(zlib.compress(data))
 
 
-def verify_options(options: DecodingOptions, model: Whisper) -> DecodingOptions:
-    """The one place options are checked; a ValueError says what is wrong."""
+class OptionError(ValueError):
+    """A bad option value: `option` is the option's name (a DecodingOptions or transcribe() keyword), `reason`
+    what is wrong with it; str() is ``"option: reason"``. The CLI reports it as ``--option-name: reason``."""
+
+    def __init__(self, option: str, reason: str) -> None:
+        super().__init__(f"{option}: {reason}")
+        self.option, self.reason = option, reason
+
+
+def _number(option: str, value, *, low: float | None = None, high: float | None = None, above: bool = False):
+    """`value` a finite number within [low, high] (above: strictly greater than low), else an OptionError."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise OptionError(option, f"must be a number, not {value!r}")
+    if not np.isfinite(value):
+        raise OptionError(option, f"must be a finite number, not {value}")
+    ok_low = low is None or (value > low if above else value >= low)
+    if ok_low and (high is None or value <= high):
+        return
+    if low is not None and high is not None:
+        raise OptionError(option, f"must be between {low:g} and {high:g}, not {value:g}")
+    if not ok_low:
+        raise OptionError(option, f"must be {'>' if above else '>='} {low:g}, not {value:g}")
+    raise OptionError(option, f"must be <= {high:g}, not {value:g}")
+
+
+def check_count(option: str, value, low: int = 1) -> None:
+    """`value` None or an integer >= low."""
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise OptionError(option, f"must be an integer, not {value!r}")
+    if value < low:
+        raise OptionError(option, f"must be >= {low}, not {value}")
+
+
+def check_number(option: str, value, **limits) -> None:
+    """`value` None or a finite number within the limits (low=, high=, above=True for a strict low)."""
+    if value is not None:
+        _number(option, value, **limits)
+
+
+def suppress_token_ids(value: str | list[int] | None) -> list[int]:
+    """`suppress_tokens` as a list of ids: "-1,5,7" or [-1, 5, 7]; -1 stands for the non-speech symbols."""
+    if value is None:
+        return []
+    items = [t.strip() for t in value.split(",") if t.strip()] if isinstance(value, str) else list(value)
+    ids = []
+    for item in items:
+        try:
+            ids.append(int(item) if not isinstance(item, float) or item.is_integer() else None)
+        except (TypeError, ValueError):
+            ids.append(None)
+        if ids[-1] is None or ids[-1] < -1:
+            raise OptionError(
+                "suppress_tokens",
+                f"expected comma-separated token ids (-1: non-speech symbols), got {item!r}",
+            )
+    return ids
+
+
+def check_fields(options: DecodingOptions) -> None:
+    """Each field on its own (no model needed): the checks a command line can make before loading anything.
+    Raises OptionError naming the field."""
     if options.task not in TASKS:
-        raise ValueError(f"task must be one of {TASKS}, not {options.task!r}")
+        raise OptionError("task", f"must be one of {', '.join(TASKS)}, not {options.task!r}")
     if options.kv_cache not in CACHE_MODES:
-        raise ValueError(f"kv_cache must be one of {CACHE_MODES}, not {options.kv_cache!r}")
-    if options.temperature < 0:
-        raise ValueError("temperature must be >= 0")
-    if options.beam_size is not None and options.best_of is not None:
-        raise ValueError("beam_size and best_of can't be given together")
-    if options.temperature == 0 and options.best_of is not None:
-        raise ValueError("best_of with greedy sampling (T=0) is not compatible")
-    if (
-        options.beam_size is not None
-        and options.beam_size < 1
-        or options.best_of is not None
-        and options.best_of < 1
-    ):
-        raise ValueError("beam_size and best_of must be >= 1")
-    if options.patience is not None and options.beam_size is None:
-        raise ValueError("patience requires beam_size to be given")
-    if options.length_penalty is not None and not 0 <= options.length_penalty <= 1:
-        raise ValueError("length_penalty (alpha) should be a value between 0 and 1")
-    if options.sample_len is not None and not 1 <= options.sample_len <= model.dims.n_text_ctx:
-        raise ValueError(f"sample_len must be in 1..{model.dims.n_text_ctx}")
+        raise OptionError("kv_cache", f"must be one of {', '.join(CACHE_MODES)}, not {options.kv_cache!r}")
+    _number("temperature", options.temperature, low=0)
+    check_count("sample_len", options.sample_len)
+    check_count("best_of", options.best_of)
+    check_count("beam_size", options.beam_size)
+    check_number("patience", options.patience, low=0, above=True)
+    check_number("length_penalty", options.length_penalty, low=0, high=1)
+    check_number("max_initial_timestamp", options.max_initial_timestamp, low=0)
+    suppress_token_ids(options.suppress_tokens)
     if options.language is not None:
-        code = normalize_language(
-            options.language
-        )  # a code or an English name; TokenizerError (a ValueError)
+        try:
+            normalize_language(options.language)  # a code or an English name
+        except ValueError as e:
+            raise OptionError("language", str(e)) from None
+
+
+def check_options(options: DecodingOptions) -> None:
+    """Each field, then the fields together: everything that needs no model."""
+    check_fields(options)
+    if options.beam_size is not None and options.best_of is not None:
+        raise OptionError("best_of", "can't be given together with beam_size")
+    if options.temperature == 0 and options.best_of is not None:
+        raise OptionError("best_of", "not compatible with greedy decoding (temperature 0)")
+    if options.patience is not None and options.beam_size is None:
+        raise OptionError("patience", "requires beam_size")
+
+
+def verify_options(options: DecodingOptions, model: Whisper) -> DecodingOptions:
+    """The one place options are checked (each field, the fields together, then against the model); an
+    OptionError (a ValueError) says which option is wrong and why. Returns them with the language as a code."""
+    check_options(options)
+    if options.sample_len is not None and options.sample_len > model.dims.n_text_ctx:
+        raise OptionError("sample_len", f"must be in 1..{model.dims.n_text_ctx}, not {options.sample_len}")
+    n_vocab = model.dims.n_vocab
+    if any(t >= n_vocab for t in suppress_token_ids(options.suppress_tokens)):
+        raise OptionError("suppress_tokens", f"token ids must be < {n_vocab} (this model's vocabulary)")
+    if options.language is not None:
+        code = normalize_language(options.language)
         if model.is_multilingual and code not in model.tokenizer.all_language_codes:
-            raise ValueError(f"language {options.language!r} is not one of this model's languages")
+            raise OptionError("language", f"{options.language!r} is not one of this model's languages")
         options = replace(options, language=code)
     return options
 

@@ -42,6 +42,7 @@ from ..audio import (
     pad_or_trim,
 )
 from ..decoding.choosers import BeamSearchChooser
+from ..decoding.inputs import window_input
 from ..decoding.logits import ApplyTimestampRules
 from ..decoding.loop import DecodeState, DecodingOptions, DecodingResult, DecodingTask, StepOutput
 from .activations import (
@@ -430,18 +431,15 @@ def window_mel(model: Whisper, audio_or_mel: Any, window: int | None = None) -> 
     d = model.dims
     if isinstance(audio_or_mel, np.ndarray):
         audio_or_mel = torch.from_numpy(np.ascontiguousarray(audio_or_mel))
-    if isinstance(audio_or_mel, Tensor) and audio_or_mel.dim() == 2:
-        shapes = {(d.n_mels, N_FRAMES), (d.n_audio_ctx, d.n_audio_state)}
-        if tuple(audio_or_mel.shape) not in shapes:
-            raise ValueError(
-                f"a 2-D input must be a mel ({d.n_mels}, {N_FRAMES}) or audio features "
-                f"({d.n_audio_ctx}, {d.n_audio_state}), not {tuple(audio_or_mel.shape)}"
-            )
+    if isinstance(audio_or_mel, Tensor) and audio_or_mel.dim() >= 2:
+        batch, single = window_input(audio_or_mel, model, "audio_or_mel")
+        if not single:
+            raise ValueError(f"audio_or_mel: a session decodes one window, got a batch {tuple(batch.shape)}")
         if window:
             raise ValueError(
                 "window selects a window of an audio file; a mel or features are used as they are"
             )
-        return audio_or_mel.float() if audio_or_mel.dtype == torch.float64 else audio_or_mel, None
+        return batch[0], None
     if isinstance(audio_or_mel, Tensor) and audio_or_mel.dim() != 1:
         raise ValueError(f"audio must be a mono waveform (n_samples,), not shape {tuple(audio_or_mel.shape)}")
     if isinstance(audio_or_mel, (str, Path)) or not isinstance(audio_or_mel, Tensor):

@@ -44,6 +44,7 @@ from ..audio import (
 from ..decoding import DecodingOptions, DecodingResult, task_tokenizer
 from ..timing import APPEND_PUNCTUATIONS, PREPEND_PUNCTUATIONS, Word, add_word_timestamps
 from ..tokenizer import LANGUAGES
+from .checks import check_transcribe_options, clip_seconds, options_at
 from .hallucination import RepeatGuard, skip_hallucinations
 from .segments import Draft, Segment, TranscriptionResult, Window, WindowCut, cut_window
 from .writers import format_timestamp, get_end, make_safe
@@ -80,11 +81,7 @@ def parse_clip_timestamps(
 ) -> list[tuple[int, int]]:
     """``"start,end,start,end,..."`` seconds (or a list) -> [(start_frame, end_frame)]; a missing last end is
     the end of the audio, ends past it are clamped to it."""
-    if isinstance(clip_timestamps, str):
-        clip_timestamps = [float(ts) for ts in clip_timestamps.split(",")] if clip_timestamps.strip() else []
-    points = [round(float(ts) * FRAMES_PER_SECOND) for ts in clip_timestamps]
-    if any(p < 0 for p in points):
-        raise ValueError(f"clip_timestamps must be non-negative, got {list(clip_timestamps)}")
+    points = [round(ts * FRAMES_PER_SECOND) for ts in clip_seconds(clip_timestamps)]
     if not points:
         points.append(0)
     if len(points) % 2 == 1:
@@ -132,13 +129,6 @@ class FallbackPolicy:
         if self.no_speech_threshold is None or result.no_speech_prob <= self.no_speech_threshold:
             return False
         return not (self.logprob_threshold is not None and result.avg_logprob > self.logprob_threshold)
-
-
-def options_at(options: DecodingOptions, temperature: float) -> DecodingOptions:
-    """The options for one try: beam search only at T = 0, best-of only when sampling (as the reference)."""
-    if temperature > 0:
-        return replace(options, temperature=temperature, beam_size=None, patience=None)
-    return replace(options, temperature=temperature, best_of=None)
 
 
 def decode_with_fallback(
@@ -329,14 +319,18 @@ class SeekLoop:
         return next_seek if next_seek > seek else seek + segment_size  # the seek always advances
 
     def run(self, clips: list[tuple[int, int]]) -> list[Segment]:
-        with tqdm.tqdm(total=self.content_frames, unit="frames", disable=self.verbose is not False) as pbar:
+        seconds = self.content_frames / FRAMES_PER_SECOND  # the bar (verbose=False) counts audio seconds
+        bar = tqdm.tqdm(
+            total=round(seconds, 2), unit="s", unit_scale=False, disable=self.verbose is not False
+        )
+        with bar:
             seek = 0
             for clip_start, clip_end in clips:
                 seek = max(seek, clip_start)
                 while seek < clip_end:
                     previous_seek = seek
                     seek = self.step(seek, clip_end)
-                    pbar.update(min(self.content_frames, seek) - previous_seek)
+                    bar.update(round((min(self.content_frames, seek) - previous_seek) / FRAMES_PER_SECOND, 2))
         return self.segments
 
     @property
@@ -434,7 +428,9 @@ def transcribe(
     decode_options = _window_options(decode_options)
     temperatures = (temperature,) if np.ndim(temperature) == 0 else tuple(temperature)
     thresholds = (compression_ratio_threshold, logprob_threshold, no_speech_threshold)
-    policy = FallbackPolicy(tuple(float(t) for t in temperatures), *thresholds)
+    thresholds += (hallucination_silence_threshold, repeat_no_speech_threshold)
+    check_transcribe_options(decode_options, temperatures, *thresholds, clip_timestamps, model=model)
+    policy = FallbackPolicy(tuple(float(t) for t in temperatures), *thresholds[:3])
 
     windows = MelWindows(audio, model.dims.n_mels)
     language = _language(model, windows.mel, decode_options.get("language"), verbose)
