@@ -268,25 +268,36 @@ def test_sigkill_while_writing_leaves_no_partial_output(tmp_path) -> None:
 # the CLI: output folder, name clashes, interrupts, model and device errors
 
 
-def test_output_folder_that_is_a_file_is_reported_before_any_work(tmp_path, jfk_path, capsys) -> None:
+@pytest.fixture
+def no_model_load(monkeypatch):
+    """The CLI must not get to loading the model: loading fails with a line the tests can tell apart."""
+    import kvwhisper.model
+
+    def refuse(*args, **kwargs):
+        raise kvwhisper.model.ModelLoadError("model loading reached")
+
+    monkeypatch.setattr(kvwhisper.model, "load_model", refuse)
+
+
+def test_output_folder_that_is_a_file_is_reported_before_any_work(
+    tmp_path, jfk_path, capsys, no_model_load
+) -> None:
     not_a_folder = tmp_path / "out"
     not_a_folder.write_text("")
-    status = main(
-        ["transcribe", str(jfk_path), "-o", str(not_a_folder), "--model", str(tmp_path / "no_model")]
-    )
+    status = main(["transcribe", str(jfk_path), "-o", str(not_a_folder), "--model", "tiny.en"])
     err = capsys.readouterr().err
     assert (
         status == 1
         and err.strip() == f"kvwhisper: error: output folder {not_a_folder}: is a file, not a folder"
     )
-    status = main(
-        ["transcribe", str(jfk_path), "-o", str(not_a_folder / "sub"), "--model", str(tmp_path / "none")]
-    )
+    status = main(["transcribe", str(jfk_path), "-o", str(not_a_folder / "sub"), "--model", "tiny.en"])
     err = capsys.readouterr().err
     assert status == 1 and f"output folder {not_a_folder / 'sub'}: cannot create it" in err
 
 
-def test_read_only_output_folder_is_reported_before_any_work(tmp_path, jfk_path, capsys, monkeypatch) -> None:
+def test_read_only_output_folder_is_reported_before_any_work(
+    tmp_path, jfk_path, capsys, monkeypatch, no_model_load
+) -> None:
     read_only = tmp_path / "read_only"
     read_only.mkdir()
     read_only.chmod(0o555)
@@ -299,7 +310,7 @@ def test_read_only_output_folder_is_reported_before_any_work(tmp_path, jfk_path,
             return real_open(path, *args, **kwargs)
 
         monkeypatch.setattr(os, "open", refuse)
-    status = main(["transcribe", str(jfk_path), "-o", str(read_only), "--model", str(tmp_path / "no_model")])
+    status = main(["transcribe", str(jfk_path), "-o", str(read_only), "--model", "tiny.en"])
     err = capsys.readouterr().err
     assert status == 1
     assert (
@@ -314,20 +325,23 @@ def test_missing_parents_of_the_output_folder_are_created(tmp_path) -> None:
     assert prepare_output_dir(str(nested)) == str(nested) and nested.is_dir() and list(nested.iterdir()) == []
 
 
-def test_inputs_with_the_same_base_name_are_one_error_before_any_work(tmp_path, jfk_path, capsys) -> None:
+def test_inputs_with_the_same_base_name_are_one_error_before_any_work(
+    tmp_path, jfk_path, capsys, no_model_load
+) -> None:
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
     a, b = tmp_path / "a" / "clip.flac", tmp_path / "b" / "clip.wav"
     shutil.copy(jfk_path, a)
     shutil.copy(jfk_path, b)
     out = tmp_path / "out"
-    status = main(["transcribe", str(a), str(b), "-o", str(out), "--model", str(tmp_path / "no_model")])
+    status = main(["transcribe", str(a), str(b), "-o", str(out), "--model", "tiny.en"])
     err = capsys.readouterr().err.strip()
     assert status == 1 and err.startswith("kvwhisper: error: ") and len(err.splitlines()) == 1
     assert f"{a} and {b} would both be written to {out / 'clip'}.*" in err
     assert list(out.iterdir()) == []
-    status = main(["transcribe", str(a), str(a), "-o", str(out), "--model", str(tmp_path / "no_model")])
-    assert "would both" not in capsys.readouterr().err  # the same file twice is no clash: it got to the model
+    status = main(["transcribe", str(a), str(a), "-o", str(out), "--model", "tiny.en"])
+    err = capsys.readouterr().err  # the same file twice is no clash: it got to the model
+    assert "would both" not in err and "model loading reached" in err
 
 
 def test_same_base_name_outputs_to_stdout_or_distinct_folders_are_fine(

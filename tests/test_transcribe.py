@@ -190,7 +190,7 @@ def run_loop(script, content_frames, **kw):
     mel = torch.zeros(80, content_frames + N_FRAMES)
     policy = FallbackPolicy(**kw.pop("policy", {}))
     clips = kw.pop("clips", [(0, content_frames)])
-    loop = SeekLoop(model, mel, TOK, DecodingOptions(), policy, **kw)
+    loop = SeekLoop(model, MelWindows.from_mel(mel), TOK, DecodingOptions(), policy, **kw)
     segments = loop.run(clips)
     return model, loop, segments
 
@@ -348,7 +348,8 @@ def test_verbose_prints_segments_like_the_reference(capsys):
 def test_verbose_false_shows_a_progress_bar(capsys):
     run_loop(lambda i, o: fake_result([T(0), 40, T(2)]), 3700, verbose=False)
     captured = capsys.readouterr()
-    assert captured.out == "" and "3700/3700" in captured.err and "frames" in captured.err
+    # over the audio's seconds: 3700 frames of 10 ms
+    assert captured.out == "" and "37.0/37.0" in captured.err and "s/s" in captured.err
 
 
 # ---------------------------------------------------------------------------------------------------------

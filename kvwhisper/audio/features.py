@@ -218,6 +218,16 @@ class MelWindows:
         self.content_frames = self.mel.shape[-1] - N_FRAMES
         self.duration = float(self.content_frames * HOP_LENGTH / SAMPLE_RATE)
 
+    @classmethod
+    def from_mel(cls, mel: torch.Tensor) -> MelWindows:
+        """Windows over a mel already computed the same way: (n_mels, content_frames + N_FRAMES)."""
+        windows = cls.__new__(cls)
+        windows.mel, windows.n_mels = mel, mel.shape[0]
+        windows.content_frames = mel.shape[-1] - N_FRAMES
+        windows.n_samples = windows.content_frames * HOP_LENGTH
+        windows.duration = float(windows.content_frames * HOP_LENGTH / SAMPLE_RATE)
+        return windows
+
     @property
     def device(self) -> torch.device:
         return self.mel.device

@@ -106,7 +106,7 @@ def load_audio(
         return _decode(file, name, sr, max_duration)
     raise AudioError(
         f"<{type(file).__name__} object>",
-        "unsupported file type (expected a path, bytes, a binary file object, a numpy array or a tensor)",
+        "unsupported source type (expected a path, bytes, a binary file object, a numpy array or a tensor)",
     )
 
 
