@@ -195,8 +195,10 @@ def test_every_reference_option_is_accepted():
 # -- progress ----------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_segments_are_printed_while_the_decode_runs():
-    """The 158 s recording: its first segment reaches stdout before half of the whole run has passed."""
+    """The 158 s recording: its segments reach stdout window by window, spread over the decode, not in one
+    burst at its end (the time to load torch and the model before the first one is not counted)."""
     if not LONG_FILE.exists():
         pytest.skip(f"{LONG_FILE} not found (the shared speech corpus): progress test skipped")
     start = time.perf_counter()
@@ -218,15 +220,18 @@ def test_segments_are_printed_while_the_decode_runs():
         cwd=REPO_ROOT,
         env={**ENV, "PYTHONUNBUFFERED": "1"},
     )
-    first = proc.stdout.readline()
-    first_at = time.perf_counter() - start
-    rest = proc.stdout.read()
+    lines = [(line, time.perf_counter() - start) for line in proc.stdout]
     proc.wait(timeout=900)
     total = time.perf_counter() - start
     assert proc.returncode == 0, proc.stderr.read()
-    assert first.startswith("[00:00.000 --> ")
-    assert len(rest.splitlines()) >= 10  # ~2.5 minutes of speech
-    assert first_at < total / 2, f"first segment at {first_at:.1f} s of {total:.1f} s"
+    assert lines[0][0].startswith("[00:00.000 --> ")
+    assert len(lines) >= 10  # ~2.5 minutes of speech
+    first_at, last_at = lines[0][1], lines[-1][1]
+    # printed at the end, every line would arrive within a few milliseconds of the first; the six windows
+    # after the first one take most of the decode
+    assert last_at - first_at > 0.3 * (total - first_at), (
+        f"lines from {first_at:.1f} s to {last_at:.1f} s of {total:.1f}"
+    )
 
 
 # -- --compile ---------------------------------------------------------------------------------------------

@@ -2,29 +2,27 @@
 
 A cached decode step multiplies one row per beam by every decoder weight: matrix-vector products whose
 speed is the memory bandwidth they reach. oneDNN's inner product on a weight reordered once into its blocked
-layout (`torch.ops.mkldnn._reorder_linear_weight`, what Inductor's weight prepacking uses) reads it
-1.3-2.5x faster than `F.linear` does on this 2-core AVX512 machine, in fp32 and in bf16
-(benchmarks/RESULTS.md, "Decode step code paths"); the encoder's fp32 matrix products (1500 rows) also run
-~1.2x faster through them. The packed copy is made on first use and again whenever the
+layout (`torch.ops.mkldnn._reorder_linear_weight`, what Inductor's weight prepacking uses) reads it faster than
+`F.linear` does, in fp32 and in bf16, and the encoder's fp32 matrix products (1500 rows) gain too
+(benchmarks/RESULTS.md, "Decode step code paths"). The packed copy is made on first use and again whenever the
 weight changes (another dtype, device, or an in-place load: the key is the storage pointer and version).
 
 It is used on CPU, in fp32 and bf16 (bf16 only where oneDNN has native bf16), outside autograd and outside
 torch.compile; everywhere else, and when `ENABLED` is False, the plain `F.linear` runs. Results agree with
 `F.linear` to fp32 rounding (oneDNN sums in another order), not bit for bit.
-Costs: one extra copy of the linear weights in memory (tiny.en: ~130 MB fp32).
+Costs: one extra copy of the linear weights in memory.
 
 2-byte weights (`HALF`): Whisper's checkpoints hold fp16 numbers, so an fp32 model's weights are fp16
 values in 4 bytes each. A product of a few rows (a decode step: one row per beam, at most `HALF_MAX_ROWS`)
 over an fp32 weight that fp16 holds exactly runs through the C kernel of kernels.py instead: the weight
-packed once as fp16 and widened to fp32 in registers, the arithmetic fp32's, half the bytes read. The tied
-output projection of tiny.en: ~0.6-0.9 instead of ~1.6-2.3 ms a step (benchmarks/RESULTS.md). A bf16
+packed once as fp16 and widened to fp32 in registers, the arithmetic fp32's, half the bytes read. A bf16
 weight goes through the same kernel as bf16, against fp32 rows. It needs the compiled extension (built at
 install where a C compiler is, optional) and an x86-64 CPU with AVX-512, or with AVX2, F16C and FMA; elsewhere,
 for fp32 weights fp16 does not hold, and for more rows (prompts, the encoder), oneDNN as above.
 
 Fusion (`FUSE`): `fused_linear` packs several weights stacked (the q/k/v projections: one product instead of
 three), and `linear(..., gelu=True)` / `linear(..., add=r)` fuse the MLP's GELU and the residual adds into the
-oneDNN call as post-ops. The encoder gains ~5% from it; a decode step, bound by the bytes of weight it reads,
+oneDNN call as post-ops. The encoder gains from it; a decode step, bound by the bytes of weight it reads,
 about nothing (benchmarks/RESULTS.md).
 """
 
@@ -38,10 +36,9 @@ from . import kernels
 
 ENABLED = True  # set False to measure or debug the plain F.linear path
 FUSE = True  # set False to measure the packed path without fused q/k/v, GELU and residual adds
-# the batch size oneDNN is told to expect when it lays a weight out. Any size of 8 or more beats 1 in fp32
-# here, whatever the rows actually multiplied: the output projection takes 2.3 instead of 2.7 ms for one row and
-# 2.3 instead of 3.4 ms for five (beam search), a 1536x384 weight 0.033 instead of 0.064 ms for five rows, and
-# the encoder's products (1500 rows) gain ~5%. bf16 is the same either way. (benchmarks/RESULTS.md)
+# the batch size oneDNN is told to expect when it lays a weight out. In fp32 any size of 8 or more lays it out
+# faster than 1, whatever the rows actually multiplied (one row, a beam's five, the encoder's 1500); bf16 is the
+# same either way (benchmarks/RESULTS.md)
 PACK_BATCH = 64
 HALF = True  # set False to measure or debug without the 2-byte-weight kernel (kernels.gemv)
 HALF_MAX_ROWS = 16  # products of more rows than this (prompts, the encoder) are matrix products: oneDNN's

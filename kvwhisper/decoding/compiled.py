@@ -8,8 +8,8 @@ timestamps, inspection) and the ``self_only``/``none`` cache modes stay eager.
 
 Compiling costs tens of seconds on the first use in a process (Inductor writes C++ on CPU); the compiled
 function is kept for the life of the process. Logits agree with the eager step's to fp32 rounding (see
-tests/test_engine.py), not bit for bit. On CPU it is no faster than eager: Inductor traces ``F.linear``
-instead of the packed weights of packed.py (benchmarks/RESULTS.md).
+tests/test_decoding.py), not bit for bit. On CPU it is no faster than eager: Inductor traces ``F.linear``
+instead of the packed weights of ``kvwhisper.cpu`` (benchmarks/RESULTS.md).
 """
 
 from __future__ import annotations
