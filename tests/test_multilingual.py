@@ -45,6 +45,7 @@ def mels():
     return {p.name: log_mel_spectrogram(pad_or_trim(load_audio(p))) for p in files}
 
 
+@pytest.mark.slow
 def test_language_detection_matches_reference(base, reference, mels):
     names = list(mels)
     batch = torch.stack([mels[n] for n in names])
@@ -60,6 +61,7 @@ def test_language_detection_matches_reference(base, reference, mels):
         assert max(abs(a[k] - b[k]) for k in a) < 1e-4
 
 
+@pytest.mark.slow
 def test_multilingual_greedy_matches_reference(base, reference, mels):
     """Language detected in the decode itself, then greedy tokens with timestamps, on two short clips."""
     short = [n for n in mels if n.startswith("picovoice_")][:2] or list(mels)[:2]  # short clips: base is slow

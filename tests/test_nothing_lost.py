@@ -158,6 +158,7 @@ def test_nothing_decodable_is_still_an_error(tmp_path, jfk_path) -> None:
         load_audio(path)
 
 
+@pytest.mark.slow
 def test_cli_salvages_with_one_warning_line(damaged) -> None:
     path, _ = damaged["cut_at_half.flac"]
     proc = kvwhisper_cli("transcribe", str(path), *GREEDY)
@@ -235,6 +236,7 @@ while True:
 """
 
 
+@pytest.mark.slow
 def test_sigkill_while_writing_leaves_no_partial_output(tmp_path) -> None:
     reference = tmp_path / "reference"
     subprocess.run(
@@ -355,6 +357,7 @@ def test_same_base_name_outputs_to_stdout_or_distinct_folders_are_fine(
     assert status == 0 and out.lower().replace(",", "").count(JFK_WORDS) == 2
 
 
+@pytest.mark.slow
 def test_sigint_while_transcribing_exits_130_with_whole_outputs(tmp_path, jfk_path, damaged) -> None:
     long_flac = damaged["cut_at_half.flac"][1]
     out = tmp_path / "out"
@@ -451,6 +454,7 @@ def test_cuda_device_without_cuda_is_one_line() -> None:
 # pipes, stdin, FIFOs and endless streams
 
 
+@pytest.mark.slow
 def test_stdin_dash_prints_the_transcript(jfk_path) -> None:
     with open(jfk_path, "rb") as f:
         proc = kvwhisper_cli("transcribe", "-", *GREEDY, stdin=f)
@@ -458,6 +462,7 @@ def test_stdin_dash_prints_the_transcript(jfk_path) -> None:
     assert JFK_WORDS in proc.stdout.lower().replace(",", "")
 
 
+@pytest.mark.slow
 def test_dev_stdin_through_a_pipe_writes_stdin_outputs(jfk_path, tmp_path) -> None:
     cat = subprocess.Popen(["cat", str(jfk_path)], stdout=subprocess.PIPE)
     proc = kvwhisper_cli(
@@ -469,6 +474,7 @@ def test_dev_stdin_through_a_pipe_writes_stdin_outputs(jfk_path, tmp_path) -> No
     assert output_basename("-") == output_basename("/dev/stdin") == "stdin"
 
 
+@pytest.mark.slow
 def test_fifo_is_read_as_a_stream(jfk_path, tmp_path) -> None:
     fifo = tmp_path / "f"
     os.mkfifo(fifo)
@@ -491,6 +497,7 @@ def test_fifo_is_read_as_a_stream(jfk_path, tmp_path) -> None:
     assert JFK_WORDS in proc.stdout.lower().replace(",", "")
 
 
+@pytest.mark.slow
 def test_empty_pipe_is_not_called_an_empty_file(tmp_path) -> None:
     proc = kvwhisper_cli("transcribe", "-", stdin=subprocess.DEVNULL)
     line = one_error_line(proc)

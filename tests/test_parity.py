@@ -19,6 +19,8 @@ from kvwhisper.audio import SAMPLE_RATE, load_audio, log_mel_spectrogram, pad_or
 from kvwhisper.decoding import DecodingOptions, DecodingTask, decode
 from kvwhisper.model.checkpoints import write_openai
 
+pytestmark = pytest.mark.slow  # real weights against the reference: the full run
+
 whisper = pytest.importorskip("whisper", reason="openai-whisper (the reference) is a test dependency")
 
 MAX_SECONDS = 30.0
