@@ -13,12 +13,12 @@ torch.compile; everywhere else, and when `ENABLED` is False, the plain `F.linear
 Costs: one extra copy of the linear weights in memory.
 
 2-byte weights (`HALF`): Whisper's checkpoints hold fp16 numbers, so an fp32 model's weights are fp16
-values in 4 bytes each. A product of a few rows (a decode step: one row per beam, at most `HALF_MAX_ROWS`)
-over an fp32 weight that fp16 holds exactly runs through the C kernel of kernels.py instead: the weight
+values in 4 bytes each. A product of up to `HALF_MAX_ROWS` rows (a decode step: one row per beam and window;
+a prompt) over an fp32 weight that fp16 holds exactly runs through the C kernel of kernels.py instead: the weight
 packed once as fp16 and widened to fp32 in registers, the arithmetic fp32's, half the bytes read. A bf16
 weight goes through the same kernel as bf16, against fp32 rows. It needs the compiled extension (built at
 install where a C compiler is, optional) and an x86-64 CPU with AVX-512, or with AVX2, F16C and FMA; elsewhere,
-for fp32 weights fp16 does not hold, and for more rows (prompts, the encoder), oneDNN as above.
+for fp32 weights fp16 does not hold, and for more rows (the encoder), oneDNN as above.
 
 Fusion (`FUSE`): `fused_linear` packs several weights stacked (the q/k/v projections: one product instead of
 three), and `linear(..., gelu=True)` / `linear(..., add=r)` fuse the MLP's GELU and the residual adds into the
@@ -41,7 +41,11 @@ FUSE = True  # set False to measure the packed path without fused q/k/v, GELU an
 # same either way (benchmarks/RESULTS.md)
 PACK_BATCH = 64
 HALF = True  # set False to measure or debug without the 2-byte-weight kernel (kernels.gemv)
-HALF_MAX_ROWS = 16  # products of more rows than this (prompts, the encoder) are matrix products: oneDNN's
+# products of up to this many rows run through the kernel: a decode step of a batch of windows with their beams,
+# and a prompt (at most 224 tokens). The kernel computes each row on its own, in one order, so a row's result
+# does not depend on the rows beside it (decoding/batch.py: batched equals alone); it is as fast as oneDNN's
+# product at these sizes (benchmarks/RESULTS.md). The encoder's products (1500 rows a window) are oneDNN's.
+HALF_MAX_ROWS = 256
 
 # weight dtypes kernels.gemv reads as 2 bytes: fp32 weights that are fp16 numbers, and bf16 weights
 _KERNEL_DTYPES = (torch.float32, torch.bfloat16)

@@ -26,17 +26,21 @@ def greedy_step(
     temperature: float,
     eot: int,
     force: Tensor | None = None,
+    generator: torch.Generator | None = None,
 ) -> tuple[Tensor, Tensor]:
     """One greedy / sampling step: tokens (B, T + 1) and completed (0-dim bool); sum_logprobs updated in place.
 
-    `force` (B,): tokens to take instead of choosing. Rows that already ended keep emitting eot.
+    `force` (B,): tokens to take instead of choosing. Rows that already ended keep emitting eot. Samples
+    are drawn from `generator`, or from torch's global generator for None (the reference's draws: what
+    `Categorical.sample` does).
     """
     if force is not None:
         next_tokens = force
     elif temperature == 0:
         next_tokens = logits.argmax(dim=-1)
     else:
-        next_tokens = Categorical(logits=logits / temperature).sample()
+        probs = Categorical(logits=logits / temperature).probs
+        next_tokens = torch.multinomial(probs, 1, True, generator=generator).squeeze(1)
     logprobs = F.log_softmax(logits.float(), dim=-1)
     current = logprobs.gather(1, next_tokens[:, None]).squeeze(1)
     running = tokens[:, -1] != eot
@@ -49,9 +53,10 @@ def greedy_step(
 class GreedyChooser:
     """argmax at temperature 0, else a sample from softmax(logits / T); finished rows keep emitting eot."""
 
-    def __init__(self, temperature: float, eot: int):
+    def __init__(self, temperature: float, eot: int, generator: torch.Generator | None = None):
         self.temperature = temperature
         self.eot = eot
+        self.generator = generator  # samples' source: None for torch's global generator
 
     def reset(self, n_audio: int) -> None:
         pass
@@ -63,7 +68,9 @@ class GreedyChooser:
 
         Returns tokens (B, T + 1), None (rows keep their order), completed (0-dim bool tensor).
         """
-        tokens, completed = greedy_step(tokens, logits, sum_logprobs, self.temperature, self.eot, force)
+        tokens, completed = greedy_step(
+            tokens, logits, sum_logprobs, self.temperature, self.eot, force, self.generator
+        )
         return tokens, None, completed
 
     def finalize(self, tokens: Tensor, sum_logprobs: Tensor) -> tuple[list[list[Tensor]], list[list[float]]]:

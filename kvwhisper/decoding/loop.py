@@ -129,7 +129,8 @@ class StepOutput:
 class DecodingTask:
     """Decodes a batch of windows with one set of options (the reference's structure, an explicit cache)."""
 
-    def __init__(self, model: Whisper, options: DecodingOptions):
+    def __init__(self, model: Whisper, options: DecodingOptions, generator: torch.Generator | None = None):
+        """`generator`: where samples (temperature > 0) are drawn from; None for torch's global generator."""
         self.model = model
         self.options = verify_options(options, model)
         self.tokenizer = task_tokenizer(model, options.language, options.task)
@@ -147,7 +148,7 @@ class DecodingTask:
         if options.beam_size is not None:
             self.chooser = BeamSearchChooser(options.beam_size, tok.eot, options.patience)
         else:
-            self.chooser = GreedyChooser(options.temperature, tok.eot)
+            self.chooser = GreedyChooser(options.temperature, tok.eot, generator)
 
     def _initial_tokens(self) -> tuple[int, ...]:
         tok, opts = self.tokenizer, self.options
@@ -233,8 +234,22 @@ class DecodingTask:
         # only the positions used are projected onto the vocabulary: <|startoftranscript|> and the last one
         positions = (-1,) if no_speech is None else (self.sot_index, -1)
         logits, qk = state.runner.logits(state.tokens, positions=positions, want_qk=want_qk)  # 1.
-        if no_speech is not None:  # 2.
-            state.no_speech_probs = logits[:, 0].softmax(dim=-1)[:, no_speech]
+        return self.choose(state, logits, qk, force=force, inspect=inspect)
+
+    def choose(
+        self,
+        state: DecodeState,
+        logits: Tensor,
+        qk: list[Tensor] | None = None,
+        *,
+        force: Tensor | None = None,
+        inspect: bool = False,
+    ) -> StepOutput:
+        """Steps 2 to 5 on the decoder's logits (B, P, V) at the step's positions (<|startoftranscript|>
+        first on the first step, the last fed one last): what `step` does after the decoder call, and what a
+        batch of windows decoded together (decoding/batch.py) does for each of them."""
+        if state.step == 0 and self.tokenizer.no_speech is not None:  # 2.
+            state.no_speech_probs = logits[:, 0].softmax(dim=-1)[:, self.tokenizer.no_speech]
         logits = logits[:, -1]
         raw = logits.clone() if inspect else None
         masks = {}
@@ -305,14 +320,22 @@ class DecodingTask:
 
 
 @torch.no_grad()
-def decode(model: Whisper, mel: Tensor, options: DecodingOptions | None = None, **kwargs):
+def decode(
+    model: Whisper,
+    mel: Tensor,
+    options: DecodingOptions | None = None,
+    *,
+    generator: torch.Generator | None = None,
+    **kwargs,
+):
     """Decode 30-second window(s): mel (n_mels, 3000) -> DecodingResult, or (N, n_mels, 3000) -> list of N
     (a tensor or a numpy array; audio features (n_audio_ctx, n_audio_state) are taken in place of a mel).
 
-    Options may be given as a DecodingOptions and/or as keyword arguments overriding its fields.
+    Options may be given as a DecodingOptions and/or as keyword arguments overriding its fields. Samples
+    (temperature > 0) are drawn from `generator` (None: torch's global generator, as the reference).
     """
     options = replace(options or DecodingOptions(), **kwargs)
-    task = DecodingTask(model, options)  # options first: a bad option is reported before any input
+    task = DecodingTask(model, options, generator)  # options first: a bad option is reported before any input
     batch, single = window_input(mel, model)
     results = task.run(batch)
     return results[0] if single else results
