@@ -10,7 +10,7 @@ from .audio import AudioDamageWarning, AudioError, load_audio, log_mel_spectrogr
 from .decoding import DecodingOptions, DecodingResult, decode, detect_language
 from .inspection import decode_session
 from .model import KVCache, ModelDims, ModelLoadError, Whisper, available_models, load_model
-from .transcribe import transcribe
+from .transcribe import BatchTranscriptionError, transcribe, transcribe_iter
 
 # openai-whisper's model has these as methods (`model.transcribe(...)`); they are bound here, above every layer
 # they use, so that the network imports nothing of decoding, transcription or inspection.
@@ -24,6 +24,7 @@ __version__ = "0.1.0"
 __all__ = [
     "AudioDamageWarning",
     "AudioError",
+    "BatchTranscriptionError",
     "DecodingOptions",
     "DecodingResult",
     "KVCache",
@@ -41,5 +42,6 @@ __all__ = [
     "timing",
     "tokenizer",
     "transcribe",
+    "transcribe_iter",
     "utils",
 ]

@@ -5,7 +5,7 @@ decisions, so ``result.to_dict()`` equals the reference's result dict on the sam
 
 - ``MelWindows`` (kvwhisper.audio): the log-Mel spectrogram of the whole file plus 30 s of zeros, computed
   once, in chunks (bit-identical to one whole-file STFT, without its memory peak), cut into windows.
-- ``decode_with_fallback`` + ``FallbackPolicy``: decode a window at each temperature in turn until the result
+- ``fallback.decode_with_fallback`` + ``FallbackPolicy``: decode a window at each temperature in turn until the result
   is neither too repetitive (gzip compression ratio) nor too improbable (average log-probability), unless the
   window is judged silent; ``FallbackPolicy.is_silence`` is the no-speech skip.
 - ``segments.cut_window``: cut a window's tokens into segments at consecutive timestamp tokens and say how far
@@ -25,7 +25,7 @@ options) is consumed whole, clip ends are clamped to the audio, so every input t
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
@@ -44,7 +44,15 @@ from ..audio import (
 from ..decoding import DecodingOptions, DecodingResult, task_tokenizer
 from ..timing import APPEND_PUNCTUATIONS, PREPEND_PUNCTUATIONS, Word, add_word_timestamps
 from ..tokenizer import LANGUAGES
-from .checks import check_transcribe_options, clip_seconds, options_at
+from .checks import check_transcribe_options, clip_seconds
+from .fallback import (
+    DEFAULT_TEMPERATURES,
+    FallbackPolicy,
+    WindowRequest,
+    decode_with_fallback,
+    fallback_decodes,
+    run_alone,
+)
 from .hallucination import RepeatGuard, skip_hallucinations
 from .segments import Draft, Segment, TranscriptionResult, Window, WindowCut, cut_window
 from .writers import format_timestamp, get_end, make_safe
@@ -52,8 +60,6 @@ from .writers import format_timestamp, get_end, make_safe
 if TYPE_CHECKING:
     from ..model import Whisper
     from ..tokenizer import Tokenizer
-
-DEFAULT_TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 
 __all__ = [
     "DEFAULT_TEMPERATURES",
@@ -90,67 +96,6 @@ def parse_clip_timestamps(
 
 
 # ---------------------------------------------------------------------------------------------------------
-# decoding a window
-
-
-@dataclass(frozen=True)
-class FallbackPolicy:
-    """When a window's decode is retried at the next temperature, and when a window counts as silence."""
-
-    temperatures: tuple[float, ...] = DEFAULT_TEMPERATURES
-    compression_ratio_threshold: float | None = 2.4
-    logprob_threshold: float | None = -1.0
-    no_speech_threshold: float | None = 0.6
-
-    def __post_init__(self) -> None:
-        if len(self.temperatures) == 0:
-            raise ValueError("temperature: at least one temperature is needed")
-        if any(t < 0 for t in self.temperatures):
-            raise ValueError(f"temperatures must be >= 0, got {self.temperatures}")
-
-    def _low_logprob(self, result: DecodingResult) -> bool:
-        return self.logprob_threshold is not None and result.avg_logprob < self.logprob_threshold
-
-    def needs_fallback(self, result: DecodingResult) -> bool:
-        """Too repetitive or too improbable, and not a silent window (which no temperature would fix)."""
-        too_repetitive = (
-            self.compression_ratio_threshold is not None
-            and result.compression_ratio > self.compression_ratio_threshold
-        )
-        silent = (
-            self.no_speech_threshold is not None
-            and result.no_speech_prob > self.no_speech_threshold
-            and self._low_logprob(result)
-        )
-        return (too_repetitive or self._low_logprob(result)) and not silent
-
-    def is_silence(self, result: DecodingResult) -> bool:
-        """No-speech probability above the threshold, unless the text is probable enough anyway."""
-        if self.no_speech_threshold is None or result.no_speech_prob <= self.no_speech_threshold:
-            return False
-        return not (self.logprob_threshold is not None and result.avg_logprob > self.logprob_threshold)
-
-
-def decode_with_fallback(
-    model: Whisper, mel: torch.Tensor, options: DecodingOptions, policy: FallbackPolicy
-) -> DecodingResult:
-    """Decode one window (n_mels, N_FRAMES) at each of the policy's temperatures until one is acceptable.
-
-    The encoder runs once: later temperatures decode the first result's audio features (the reference
-    encodes the same window again for every temperature; the features are the same).
-    """
-    result = None
-    source = mel
-    for t in policy.temperatures:
-        result = model.decode(source, options_at(options, float(t)))
-        if not policy.needs_fallback(result):
-            break
-        if result.audio_features is not None:
-            source = result.audio_features
-    return result
-
-
-# ---------------------------------------------------------------------------------------------------------
 # the seek loop
 
 
@@ -178,8 +123,10 @@ class SeekLoop:
         carry_initial_prompt: bool = False,
         word_options: WordOptions | None = None,
         repeat_guard: RepeatGuard | None = None,
+        generator: torch.Generator | None = None,
     ):
         self.model, self.windows, self.tokenizer = model, windows, tokenizer
+        self.generator = generator  # samples (fallback temperatures) drawn from it; None: torch's global one
         self.repeat_guard = repeat_guard or RepeatGuard(None)
         self.options, self.policy, self.verbose = options, policy, verbose
         self.condition_on_previous_text = condition_on_previous_text
@@ -290,16 +237,16 @@ class SeekLoop:
             self.prompt_reset_since = len(self.all_tokens)  # no prompt after a high-temperature decode
 
     # -- the loop -------------------------------------------------------------------------------------------
-    def step(self, seek: int, clip_end: int) -> int:
-        """Decode the window at ``seek``; returns the next seek (always > seek)."""
+    def step(self, seek: int, clip_end: int) -> Generator[WindowRequest, DecodingResult, int]:
+        """Decode the window at ``seek`` (a generator of its decodes, see `fallback_decodes`); returns the
+        next seek (always > seek)."""
         mel_segment, segment_size = (
             self.windows.window(seek, clip_end),
             self.windows.segment_size(seek, clip_end),
         )
         window = Window(seek, segment_size)
-        result = decode_with_fallback(
-            self.model, mel_segment, replace(self.options, prompt=self.prompt()), self.policy
-        )
+        options = replace(self.options, prompt=self.prompt())
+        result = yield from fallback_decodes(mel_segment, options, self.policy, self.generator)
         if self.policy.is_silence(result):
             return seek + segment_size  # fast-forward past the silent window
         cut = cut_window(
@@ -318,20 +265,29 @@ class SeekLoop:
         self.commit(drafts, result)
         return next_seek if next_seek > seek else seek + segment_size  # the seek always advances
 
+    def requests(
+        self, clips: list[tuple[int, int]], progress: Callable[[float], None] | None = None
+    ) -> Generator[WindowRequest, DecodingResult, list[Segment]]:
+        """The whole loop as a generator of window requests; returns the segments. `progress(seconds)` is
+        called with the audio seconds each window moved the seek."""
+        seek = 0
+        for clip_start, clip_end in clips:
+            seek = max(seek, clip_start)
+            while seek < clip_end:
+                previous_seek = seek
+                seek = yield from self.step(seek, clip_end)
+                if progress is not None:
+                    progress(round((min(self.content_frames, seek) - previous_seek) / FRAMES_PER_SECOND, 2))
+        return self.segments
+
     def run(self, clips: list[tuple[int, int]]) -> list[Segment]:
+        """The loop, each window decoded alone."""
         seconds = self.content_frames / FRAMES_PER_SECOND  # the bar (verbose=False) counts audio seconds
         bar = tqdm.tqdm(
             total=round(seconds, 2), unit="s", unit_scale=False, disable=self.verbose is not False
         )
         with bar:
-            seek = 0
-            for clip_start, clip_end in clips:
-                seek = max(seek, clip_start)
-                while seek < clip_end:
-                    previous_seek = seek
-                    seek = self.step(seek, clip_end)
-                    bar.update(round((min(self.content_frames, seek) - previous_seek) / FRAMES_PER_SECOND, 2))
-        return self.segments
+            return run_alone(self.model, self.requests(clips, bar.update))
 
     @property
     def text(self) -> str:
@@ -379,7 +335,39 @@ def _window_options(decode_options: dict) -> dict:
     return decode_options
 
 
-def transcribe(
+@dataclass
+class Prepared:
+    """A recording ready to transcribe: its seek loop, the clips to run it over, and its language."""
+
+    loop: SeekLoop
+    clips: list[tuple[int, int]]
+    language: str
+
+    def result(self, segments: list[Segment]) -> TranscriptionResult:
+        return TranscriptionResult(self.loop.text, tuple(segments), self.language)
+
+
+def check_options(
+    model: Whisper,
+    temperature: float | Sequence[float] = DEFAULT_TEMPERATURES,
+    compression_ratio_threshold: float | None = 2.4,
+    logprob_threshold: float | None = -1.0,
+    no_speech_threshold: float | None = 0.6,
+    hallucination_silence_threshold: float | None = None,
+    repeat_no_speech_threshold: float | None = 0.2,
+    clip_timestamps: str | Sequence[float] = "0",
+    **decode_options,
+) -> tuple[dict, FallbackPolicy]:
+    """transcribe()'s options checked before any audio is read: (DecodingOptions fields, fallback policy)."""
+    decode_options = _window_options(decode_options)
+    temperatures = (temperature,) if np.ndim(temperature) == 0 else tuple(temperature)
+    thresholds = (compression_ratio_threshold, logprob_threshold, no_speech_threshold)
+    thresholds += (hallucination_silence_threshold, repeat_no_speech_threshold)
+    check_transcribe_options(decode_options, temperatures, *thresholds, clip_timestamps, model=model)
+    return decode_options, FallbackPolicy(tuple(float(t) for t in temperatures), *thresholds[:3])
+
+
+def prepare(
     model: Whisper,
     audio: Any,
     *,
@@ -397,47 +385,28 @@ def transcribe(
     clip_timestamps: str | Sequence[float] = "0",
     hallucination_silence_threshold: float | None = None,
     repeat_no_speech_threshold: float | None = 0.2,
+    seed: int | None = None,
     **decode_options,
-) -> TranscriptionResult:
-    """Transcribe a whole recording, 30 seconds at a time (openai-whisper's ``transcribe()``).
-
-    audio: a path (any format FFmpeg reads), bytes, a binary file object, or a 16 kHz mono waveform
-        (numpy array or tensor, used as given).
-    verbose: True prints each segment as it is decoded; False shows a progress bar; None is silent.
-    temperature: one temperature or the fallback sequence, tried in order while a decode fails the
-        thresholds: gzip compression ratio above ``compression_ratio_threshold`` (repetition) or average
-        log-probability below ``logprob_threshold``; a window whose no-speech probability is above
-        ``no_speech_threshold`` with a low log-probability is silence: skipped, no fallback.
-    condition_on_previous_text: feed the previous text as the prompt (reset after a decode at T > 0.5).
-    initial_prompt: text fed as the prompt of the first window (of every window with carry_initial_prompt).
-    word_timestamps: per-word start / end / probability from cross-attention DTW; segments' edges follow
-        the words, and the seek moves to the last word's end.
-    prepend_punctuations / append_punctuations: merged into the following / preceding word.
-    clip_timestamps: "start,end,start,end,..." seconds (or a list): only these clips are transcribed.
-    hallucination_silence_threshold: with word timestamps, skip silences longer than this (seconds) around
-        segments that look hallucinated.
-    repeat_no_speech_threshold: drop a segment whose text repeats the previous segment's when its window's
-        no-speech probability is above this (not in the reference; None turns it off and gives the
-        reference's output exactly). Non-speech (hums, music, animal calls) otherwise comes out as one short
-        text repeated across windows.
-    decode_options: DecodingOptions fields (language, task, beam_size, best_of, patience, length_penalty,
-        suppress_tokens, ...); ``fp16`` is accepted and ignored (the model's dtype was chosen at load).
-
-    Returns a TranscriptionResult; ``.to_dict()`` is the reference's result dict.
-    """
-    decode_options = _window_options(decode_options)
-    temperatures = (temperature,) if np.ndim(temperature) == 0 else tuple(temperature)
-    thresholds = (compression_ratio_threshold, logprob_threshold, no_speech_threshold)
-    thresholds += (hallucination_silence_threshold, repeat_no_speech_threshold)
-    check_transcribe_options(decode_options, temperatures, *thresholds, clip_timestamps, model=model)
-    policy = FallbackPolicy(tuple(float(t) for t in temperatures), *thresholds[:3])
-
+) -> Prepared:
+    """Everything `transcribe` does before the first window: options checked, audio read into windows,
+    language chosen (detected on the first 30 s when not given), the seek loop built."""
+    decode_options, policy = check_options(
+        model,
+        temperature,
+        compression_ratio_threshold,
+        logprob_threshold,
+        no_speech_threshold,
+        hallucination_silence_threshold,
+        repeat_no_speech_threshold,
+        clip_timestamps,
+        **decode_options,
+    )
     windows = MelWindows(audio, model.dims.n_mels)
     language = _language(model, windows.mel, decode_options.get("language"), verbose)
     options = DecodingOptions(**{**decode_options, "language": language})
     tokenizer = task_tokenizer(model, language, options.task)
     if word_timestamps and options.task == "translate":
-        warnings.warn("Word-level timestamps on translations may not be reliable.", stacklevel=2)
+        warnings.warn("Word-level timestamps on translations may not be reliable.", stacklevel=3)
 
     word_options = None
     if word_timestamps:
@@ -454,7 +423,14 @@ def transcribe(
         carry_initial_prompt=carry_initial_prompt,
         word_options=word_options,
         repeat_guard=RepeatGuard(repeat_no_speech_threshold),
+        generator=None if seed is None else torch.Generator().manual_seed(seed),
     )
+    return Prepared(loop, parse_clip_timestamps(clip_timestamps, loop.content_frames), language)
+
+
+def transcribe(model: Whisper, audio: Any, **options) -> TranscriptionResult:
+    """One recording, its windows decoded one after the other (see kvwhisper.transcribe.transcribe, which
+    documents the options)."""
+    prepared = prepare(model, audio, **options)
     with torch.no_grad():
-        segments = loop.run(parse_clip_timestamps(clip_timestamps, loop.content_frames))
-    return TranscriptionResult(loop.text, tuple(segments), language)
+        return prepared.result(prepared.loop.run(prepared.clips))
