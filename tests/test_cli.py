@@ -31,6 +31,7 @@ def cli(monkeypatch, cached_model):
     return main
 
 
+@pytest.mark.slow
 def test_transcribe_prints_the_transcript(jfk_path, tmp_path):
     """The real entry point, default options (beam search 5, segments printed as decoded, as the reference's
     CLI)."""
@@ -186,3 +187,51 @@ def test_bench_cli_writes_table_json_and_plot(jfk_path, tmp_path, capsys):
     assert "Where a cached (full) step's time goes" in out and "| full |" in out
     assert sorted(r["mode"] for r in report["results"]) == ["full", "none", "self_only"]
     assert all(len(r["step_ms"]) == 6 for r in report["results"])  # a latency per generated position
+
+
+def test_batch_size_writes_what_the_unbatched_run_writes(cli, jfk_path, tmp_path, capsys):
+    """--batch-size: the files' windows decoded together; each file's transcript files are byte for byte the
+    unbatched run's, a bad file gets its one line and the others are still written."""
+    data = jfk_path.parent
+    files = [
+        str(jfk_path),
+        str(data / "librosa_robin.ogg"),
+        str(tmp_path / "gone.wav"),
+        str(data / "common_voice_en_22058267.mp3"),
+    ]
+    common = ["-f", "all", "--verbose", "False", "--word-timestamps", "True", *GREEDY]
+    assert cli(["transcribe", *files, "-o", str(tmp_path / "alone"), *common]) == 1
+    alone_err = capsys.readouterr().err
+    assert cli(["transcribe", *files, "-o", str(tmp_path / "batched"), "--batch-size", "3", *common]) == 1
+    batched_err = capsys.readouterr().err
+    names = sorted(p.name for p in (tmp_path / "alone").iterdir())
+    assert len(names) == 3 * len(FORMATS)
+    assert names == sorted(p.name for p in (tmp_path / "batched").iterdir())
+    for name in names:
+        assert (tmp_path / "batched" / name).read_bytes() == (tmp_path / "alone" / name).read_bytes(), name
+    errors = [line for line in batched_err.splitlines() if line.startswith("kvwhisper: error: ")]
+    assert errors == [line for line in alone_err.splitlines() if line.startswith("kvwhisper: error: ")]
+    assert len(errors) == 1 and "gone.wav" in errors[0]
+
+
+def test_batch_size_prints_each_file_when_it_finishes(cli, jfk_path, capsys):
+    assert cli(["transcribe", str(jfk_path), "--batch-size", "2", *GREEDY]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines and all(line.startswith("[00:") for line in lines)
+    assert JFK_WORDS in " ".join(lines).lower().replace(",", "")
+    assert cli(["transcribe", str(jfk_path), "--batch-size", "2", "--verbose", "False", *GREEDY]) == 0
+    captured = capsys.readouterr()
+    assert "11.0/11.0" in captured.err  # the progress bar counts audio seconds
+    assert JFK_WORDS in captured.out.lower().replace(",", "")
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--batch-size", "0"], "--batch-size: must be >= 1"),
+        (["--split", "True"], "--split: requires --batch-size"),
+    ],
+)
+def test_batch_options_are_checked_first(jfk_path, capsys, argv, message):
+    assert main(["transcribe", str(jfk_path), *argv]) == 2
+    assert message in capsys.readouterr().err

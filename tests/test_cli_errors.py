@@ -147,6 +147,9 @@ OURS_ONLY = {
     "--compile",
     "--repeat-no-speech-threshold",
     "--debug",
+    "--batch-size",
+    "--split",
+    "--seed",
 }
 
 
@@ -237,6 +240,7 @@ def test_segments_are_printed_while_the_decode_runs():
 # -- --compile ---------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_compile_traces_the_kernel_checks_in_a_fresh_process():
     """torch.compile over the kernels' checks as the first thing a process does (the C extension's
     `supported()` not yet called): traced as "kernel not applicable", no Dynamo error."""

@@ -103,6 +103,9 @@ def check_transcribe_args(args, temperatures, decode_options: dict, transcribe_o
     check_device(args.device)
     dtype(args)
     check_count("--threads", args.threads, 0)
+    check_count("--batch-size", args.batch_size, 1)
+    if args.split and not args.batch_size:
+        raise UsageError("--split: requires --batch-size")
     check_language(args.language)
     check_word_options(args)
     try:

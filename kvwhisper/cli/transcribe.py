@@ -26,6 +26,7 @@ import numpy as np
 from ..utils import optional_float, optional_int, str2bool
 from . import CLIError, UsageError
 from .checks import WORD_OPTIONS, check_transcribe_args, dtype, verify_for_model
+from .outputs import audio_warnings_as_lines, check_distinct_outputs, interrupt_after, prepare_output_dir
 
 EPILOG = """\
 output: without --output-dir/--output-format the transcript is printed to stdout; with either of them,
@@ -252,6 +253,28 @@ def add_parser(sub) -> None:
         "(not in openai-whisper; None: off, the reference's output)",
     )
     p.add_argument("--threads", type=optional_int, default=0, help="torch CPU threads (0: torch's default)")
+    _opt(
+        p,
+        "--batch-size",
+        type=optional_int,
+        default=None,
+        help="decode the windows of up to this many files together (each file's output is the one it gets "
+        "alone; results are written as each file finishes); default: one window at a time",
+    )
+    p.add_argument(
+        "--split",
+        type=str2bool,
+        default=False,
+        metavar="{True,False}",
+        help="with --batch-size: also cut each file into up to that many parts at quiet points, transcribed "
+        "together (faster on one long file; the text may differ from the unsplit run near the cuts)",
+    )
+    p.add_argument(
+        "--seed",
+        type=optional_int,
+        default=None,
+        help="seed of the samples drawn at fallback temperatures (per file: the same batched or alone)",
+    )
     p.add_argument(
         "--compile",
         action="store_true",
@@ -328,6 +351,7 @@ def transcribe_options(args, model) -> dict:
         word_timestamps=args.word_timestamps,
         prepend_punctuations=args.prepend_punctuations,
         append_punctuations=args.append_punctuations,
+        seed=args.seed,
         **seek_options(args),
         **window_options(args, language),
     )
@@ -346,9 +370,7 @@ def _cause(e: BaseException) -> str:
 
 def run(args) -> int:
     from ..model import load_model
-    from ..transcribe import transcribe
     from ..transcribe.writers import get_writer, output_basename
-    from .outputs import audio_warnings_as_lines, check_distinct_outputs, interrupt_after, prepare_output_dir
 
     check_options(args)
     if args.threads:
@@ -369,6 +391,35 @@ def run(args) -> int:
     options = transcribe_options(args, model)
     verify_for_model(model, options["temperature"], window_options(args, options["language"]))
 
+    if args.batch_size:
+        failed = _run_batched(args, model, options, writer, writer_args)
+    else:
+        failed = _run_each(args, model, options, writer, writer_args)
+    return 1 if failed else 0
+
+
+def _finish(args, path, result, writer, writer_args, printed: bool) -> None:
+    """A file's outputs: its transcript files (written whole), or its text on stdout."""
+    if writer is not None:
+        with interrupt_after():  # Ctrl-C: this file's outputs are written whole first
+            writer(result, path, **writer_args)
+    elif not printed:
+        if len(args.files) > 1:
+            print(f"==> {path} <==")
+        print(result.text.strip(), flush=True)
+
+
+def _fail(path, e: BaseException) -> None:
+    import tqdm  # its write() keeps the line apart from a progress bar being drawn
+
+    tqdm.tqdm.write(f"kvwhisper: error: {path}: {_cause(e)}", file=sys.stderr)
+    sys.stderr.flush()
+
+
+def _run_each(args, model, options, writer, writer_args) -> int:
+    """The files one after the other, each window decoded alone; returns the number that failed."""
+    from ..transcribe import transcribe
+
     failed = 0
     for path in args.files:
         if len(args.files) > 1 and args.verbose:
@@ -376,17 +427,51 @@ def run(args) -> int:
         try:
             with audio_warnings_as_lines():
                 result = transcribe(model, path, **options)
-            if write_files:
-                with interrupt_after():  # Ctrl-C: this file's outputs are written whole first
-                    writer(result, path, **writer_args)
+            _finish(args, path, result, writer, writer_args, printed=bool(args.verbose))
         except KeyboardInterrupt:
             raise
         except Exception as e:  # one bad file must not stop the others
-            print(f"kvwhisper: error: {path}: {_cause(e)}", file=sys.stderr, flush=True)
+            _fail(path, e)
             failed += 1
-            continue
-        if not write_files and not args.verbose:
-            if len(args.files) > 1:
-                print(f"==> {path} <==")
-            print(result.text.strip(), flush=True)
-    return 1 if failed else 0
+    return failed
+
+
+def _run_batched(args, model, options, writer, writer_args) -> int:
+    """The files' windows decoded together (--batch-size); each file's outputs are written when it finishes,
+    its segments printed then (--verbose True); returns the number of files that failed."""
+    from ..transcribe import transcribe_iter
+    from ..transcribe.batched import transcribe_split
+    from ..transcribe.writers import format_timestamp, make_safe
+
+    verbose = options.pop("verbose")
+    if args.split:
+
+        def results():
+            for index, path in enumerate(args.files):
+                try:
+                    yield index, transcribe_split(model, path, batch_size=args.batch_size, **options)
+                except (KeyboardInterrupt, MemoryError):
+                    raise
+                except Exception as e:
+                    yield index, e
+
+        stream = results()
+    else:
+        progress = None if verbose else False  # False: the progress bar of audio seconds
+        stream = transcribe_iter(model, args.files, batch_size=args.batch_size, verbose=progress, **options)
+    failed = 0
+    with audio_warnings_as_lines():
+        for index, result in stream:
+            path = args.files[index]
+            if isinstance(result, Exception):
+                _fail(path, result)
+                failed += 1
+                continue
+            if verbose:
+                if len(args.files) > 1:
+                    print(f"==> {path} <==")
+                for s in result.segments:
+                    print(make_safe(f"[{format_timestamp(s.start)} --> {format_timestamp(s.end)}] {s.text}"))
+                sys.stdout.flush()
+            _finish(args, path, result, writer, writer_args, printed=bool(verbose))
+    return failed
