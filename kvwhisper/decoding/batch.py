@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from ..model.ragged import step_windows
-from .loop import DecodeState, DecodingTask
+from .loop import DecodeState, DecodingTask, StepOutput
 from .options import DecodingResult
 
 if TYPE_CHECKING:
@@ -36,6 +36,8 @@ class WindowJob:
     languages: list[str] = field(default_factory=list)
     language_probs: list[dict] | None = None
     result: DecodingResult | None = None
+    output: StepOutput | None = None  # what its last step did (for step-through, inspection/batch_session.py)
+    last_tokens: Tensor | None = None  # its rows' last tokens, kept when it ends (its state is freed)
 
     @property
     def rows(self) -> int:
@@ -95,7 +97,7 @@ class BatchDecoder:
             job.result = DecodingResult(features[0], job.languages[0], job.language_probs[0])
             return job
         job.state = task.start(features, tokens)
-        task.step(job.state)
+        job.output = task.step(job.state)
         self._finish_if_done(job)
         if job.result is None:
             self.jobs.append(job)
@@ -118,10 +120,10 @@ class BatchDecoder:
                 runner = job.state.runner
                 runner.calls += 1
                 runner.fed_last = 1
-                job.task.choose(job.state, job_logits)
+                job.output = job.task.choose(job.state, job_logits)
         for job in self.jobs:
             if not job.batched:
-                job.task.step(job.state)
+                job.output = job.task.step(job.state)
         ended = []
         for job in self.jobs:
             if self._finish_if_done(job):
@@ -133,5 +135,6 @@ class BatchDecoder:
         if not job.state.completed:
             return False
         job.result = job.task.finish(job.state, job.features, job.languages, job.language_probs)[0]
+        job.last_tokens = job.state.tokens[:, -1]
         job.state = None  # its cache is freed
         return True
