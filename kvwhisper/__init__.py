@@ -7,6 +7,7 @@ The public names mirror openai-whisper's, so `import kvwhisper as whisper` works
 # submodules loaded with the package, as in openai-whisper (`import whisper; whisper.utils.get_writer(...)`)
 from . import timing, tokenizer, utils
 from .audio import AudioDamageWarning, AudioError, load_audio, log_mel_spectrogram, pad_or_trim
+from .audio.vad import VadOptions, VadUnavailableError, speech_regions
 from .decoding import DecodingOptions, DecodingResult, decode, detect_language
 from .inspection import decode_session
 from .model import KVCache, ModelDims, ModelLoadError, Whisper, available_models, load_model
@@ -30,6 +31,8 @@ __all__ = [
     "KVCache",
     "ModelDims",
     "ModelLoadError",
+    "VadOptions",
+    "VadUnavailableError",
     "Whisper",
     "available_models",
     "decode",
@@ -39,6 +42,7 @@ __all__ = [
     "load_model",
     "log_mel_spectrogram",
     "pad_or_trim",
+    "speech_regions",
     "timing",
     "tokenizer",
     "transcribe",

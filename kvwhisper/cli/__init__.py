@@ -22,6 +22,7 @@ COMMANDS = {
     "bench": "bench",
     "convert": "convert",
     "mel": "mel",
+    "vad": "vad",
 }
 TOP_LEVEL_FLAGS = ("-h", "--help", "--version")
 

@@ -108,6 +108,7 @@ def check_transcribe_args(args, temperatures, decode_options: dict, transcribe_o
         raise UsageError("--split: requires --batch-size")
     check_language(args.language)
     check_word_options(args)
+    check_vad(args)
     try:
         check_transcribe_options(decode_options, temperatures, **transcribe_options)
     except OptionError as e:
@@ -125,3 +126,46 @@ def verify_for_model(model, temperatures, decode_options: dict) -> None:
             verify_options(options_at(options, float(t)), model)
     except OptionError as e:
         raise usage_error(e) from None
+
+
+# -- voice activity detection --------------------------------------------------------------------------------
+VAD_FLAGS = {  # VadOptions field -> (flag, type)
+    "threshold": ("--vad-threshold", float),
+    "neg_threshold": ("--vad-neg-threshold", float),
+    "min_speech_duration_ms": ("--vad-min-speech-duration-ms", int),
+    "max_speech_duration_s": ("--vad-max-speech-duration-s", float),
+    "min_silence_duration_ms": ("--vad-min-silence-duration-ms", int),
+    "speech_pad_ms": ("--vad-speech-pad-ms", int),
+}
+
+
+def add_vad_arguments(p) -> None:
+    """The VadOptions fields as --vad-* options (default: VadOptions' own defaults)."""
+    from ..audio.vad import VadOptions
+
+    defaults = VadOptions()
+    for field, (flag, kind) in VAD_FLAGS.items():
+        p.add_argument(
+            flag, type=kind, default=None, help=f"VAD {field} (default {getattr(defaults, field)})"
+        )
+
+
+def vad_parameters(args) -> dict:
+    """The --vad-* options given, as transcribe()'s vad_parameters."""
+    return {
+        field: getattr(args, flag[2:].replace("-", "_"))
+        for field, (flag, _) in VAD_FLAGS.items()
+        if getattr(args, flag[2:].replace("-", "_"), None) is not None
+    }
+
+
+def check_vad(args) -> None:
+    """The --vad-* values (UsageError naming the flag); they are checked whether or not --vad-filter is on."""
+    from ..audio.vad import VadOptions
+
+    try:
+        VadOptions.from_parameters(vad_parameters(args))
+    except ValueError as e:
+        field = next((f for f in VAD_FLAGS if f"vad {f} " in str(e)), None)
+        flag = VAD_FLAGS[field][0] if field else "--vad-*"
+        raise UsageError(f"{flag}: {e}") from None

@@ -25,7 +25,14 @@ import numpy as np
 
 from ..utils import optional_float, optional_int, str2bool
 from . import CLIError, UsageError
-from .checks import WORD_OPTIONS, check_transcribe_args, dtype, verify_for_model
+from .checks import (
+    WORD_OPTIONS,
+    add_vad_arguments,
+    check_transcribe_args,
+    dtype,
+    vad_parameters,
+    verify_for_model,
+)
 from .outputs import audio_warnings_as_lines, check_distinct_outputs, interrupt_after, prepare_output_dir
 
 EPILOG = """\
@@ -275,6 +282,15 @@ def add_parser(sub) -> None:
         default=None,
         help="seed of the samples drawn at fallback temperatures (per file: the same batched or alone)",
     )
+    add_vad_arguments(p)
+    _opt(
+        p,
+        "--vad-filter",
+        type=str2bool,
+        default=False,
+        help="decode only the speech the silero VAD finds (times stay on the file's timeline); the --vad-* "
+        "options tune it (see `kvwhisper vad FILE`)",
+    )
     p.add_argument(
         "--compile",
         action="store_true",
@@ -352,6 +368,8 @@ def transcribe_options(args, model) -> dict:
         prepend_punctuations=args.prepend_punctuations,
         append_punctuations=args.append_punctuations,
         seed=args.seed,
+        vad_filter=args.vad_filter,
+        vad_parameters=vad_parameters(args),
         **seek_options(args),
         **window_options(args, language),
     )

@@ -29,7 +29,8 @@ import numpy as np
 import torch
 import tqdm
 
-from ..audio import FRAMES_PER_SECOND, SAMPLE_RATE, load_audio
+from ..audio import FRAMES_PER_SECOND, SAMPLE_RATE
+from ..audio.vad import VadOptions
 from ..decoding import DecodingResult, DecodingTask
 from ..decoding.batch import BatchDecoder
 from ..timing import APPEND_PUNCTUATIONS, PREPEND_PUNCTUATIONS
@@ -37,6 +38,7 @@ from .fallback import DEFAULT_TEMPERATURES, WindowRequest
 from .seek import Prepared, check_options, prepare
 from .seek import transcribe as transcribe_one
 from .segments import Segment, TranscriptionResult
+from .speech import waveform_of
 
 if TYPE_CHECKING:
     from ..model import Whisper
@@ -242,11 +244,7 @@ def transcribe_split(
 ) -> TranscriptionResult:
     """One recording cut at quiet points into up to ``batch_size`` parts of at least a minute each,
     transcribed together, their segments joined in time order (see the module docstring)."""
-    waveform = audio if isinstance(audio, np.ndarray) else None
-    if isinstance(audio, torch.Tensor):
-        waveform = audio.detach().cpu().numpy()
-    if waveform is None:
-        waveform = load_audio(audio)
+    waveform = waveform_of(audio)
     duration = len(waveform) / SAMPLE_RATE
     parts = max(1, min(batch_size, int(duration // MIN_PART_SECONDS)))
     if options.get("clip_timestamps", "0") not in ("0", "0.0", [0], [0.0], (0,)) or parts == 1:
@@ -288,6 +286,8 @@ def transcribe(
     repeat_no_speech_threshold: float | None = 0.2,
     batch_size: int | None = None,
     seed: int | None = None,
+    vad_filter: bool = False,
+    vad_parameters: VadOptions | dict | None = None,
     **decode_options,
 ) -> TranscriptionResult | list[TranscriptionResult]:
     """Transcribe a whole recording, 30 seconds at a time (openai-whisper's ``transcribe()``), or a list of
@@ -315,6 +315,11 @@ def transcribe(
         the words, and the seek moves to the last word's end.
     prepend_punctuations / append_punctuations: merged into the following / preceding word.
     clip_timestamps: "start,end,start,end,..." seconds (or a list): only these clips are transcribed.
+    vad_filter: decode only the speech that the silero VAD finds (audio/vad.py): its regions are joined and
+        transcribed, and every segment and word time is mapped back to the recording's timeline
+        (transcribe/speech.py). vad_parameters: `VadOptions` fields as a dict (faster-whisper's names:
+        threshold, min_speech_duration_ms, max_speech_duration_s, min_silence_duration_ms, speech_pad_ms,
+        neg_threshold). With verbose=True the stretches left out are printed.
     hallucination_silence_threshold: with word timestamps, skip silences longer than this (seconds) around
         segments that look hallucinated.
     repeat_no_speech_threshold: drop a segment whose text repeats the previous segment's when its window's

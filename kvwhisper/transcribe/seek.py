@@ -41,6 +41,7 @@ from ..audio import (
     MelWindows,
     pad_or_trim,
 )
+from ..audio.vad import VadOptions
 from ..decoding import DecodingOptions, DecodingResult, task_tokenizer
 from ..timing import APPEND_PUNCTUATIONS, PREPEND_PUNCTUATIONS, Word, add_word_timestamps
 from ..tokenizer import LANGUAGES
@@ -55,6 +56,7 @@ from .fallback import (
 )
 from .hallucination import RepeatGuard, skip_hallucinations
 from .segments import Draft, Segment, TranscriptionResult, Window, WindowCut, cut_window
+from .speech import SpeechMap, speech_only, vad_settings
 from .writers import format_timestamp, get_end, make_safe
 
 if TYPE_CHECKING:
@@ -124,8 +126,10 @@ class SeekLoop:
         word_options: WordOptions | None = None,
         repeat_guard: RepeatGuard | None = None,
         generator: torch.Generator | None = None,
+        speech_map: SpeechMap | None = None,
     ):
         self.model, self.windows, self.tokenizer = model, windows, tokenizer
+        self.speech_map = speech_map  # vad_filter: the windows hold the speech joined (times printed mapped)
         self.generator = generator  # samples (fallback temperatures) drawn from it; None: torch's global one
         self.repeat_guard = repeat_guard or RepeatGuard(None)
         self.options, self.policy, self.verbose = options, policy, verbose
@@ -225,8 +229,10 @@ class SeekLoop:
                 )
         drafts = kept
         if self.verbose:
+            m = self.speech_map
             for d in drafts:
-                print(make_safe(f"[{format_timestamp(d.start)} --> {format_timestamp(d.end)}] {d.text}"))
+                start, end = (d.start, d.end) if m is None else (m.time(d.start), m.time(d.end, end=True))
+                print(make_safe(f"[{format_timestamp(start)} --> {format_timestamp(end)}] {d.text}"))
         for d in drafts:  # an instantaneous or textless segment is kept, emptied
             if d.start == d.end or d.text.strip() == "":
                 d.clear()
@@ -342,8 +348,11 @@ class Prepared:
     loop: SeekLoop
     clips: list[tuple[int, int]]
     language: str
+    speech_map: SpeechMap | None = None  # vad_filter: the loop decodes the speech joined; times map back
 
     def result(self, segments: list[Segment]) -> TranscriptionResult:
+        if self.speech_map is not None:
+            segments = [self.speech_map.segment(s) for s in segments]
         return TranscriptionResult(self.loop.text, tuple(segments), self.language)
 
 
@@ -356,9 +365,12 @@ def check_options(
     hallucination_silence_threshold: float | None = None,
     repeat_no_speech_threshold: float | None = 0.2,
     clip_timestamps: str | Sequence[float] = "0",
+    vad_filter: bool = False,
+    vad_parameters: VadOptions | dict | None = None,
     **decode_options,
 ) -> tuple[dict, FallbackPolicy]:
     """transcribe()'s options checked before any audio is read: (DecodingOptions fields, fallback policy)."""
+    vad_settings(vad_filter, vad_parameters, clip_timestamps)
     decode_options = _window_options(decode_options)
     temperatures = (temperature,) if np.ndim(temperature) == 0 else tuple(temperature)
     thresholds = (compression_ratio_threshold, logprob_threshold, no_speech_threshold)
@@ -386,6 +398,8 @@ def prepare(
     hallucination_silence_threshold: float | None = None,
     repeat_no_speech_threshold: float | None = 0.2,
     seed: int | None = None,
+    vad_filter: bool = False,
+    vad_parameters: VadOptions | dict | None = None,
     **decode_options,
 ) -> Prepared:
     """Everything `transcribe` does before the first window: options checked, audio read into windows,
@@ -399,8 +413,14 @@ def prepare(
         hallucination_silence_threshold,
         repeat_no_speech_threshold,
         clip_timestamps,
+        vad_filter,
+        vad_parameters,
         **decode_options,
     )
+    speech_map = None
+    vad = vad_settings(vad_filter, vad_parameters, clip_timestamps)
+    if vad is not None:
+        audio, speech_map = speech_only(audio, vad, verbose)
     windows = MelWindows(audio, model.dims.n_mels)
     language = _language(model, windows.mel, decode_options.get("language"), verbose)
     options = DecodingOptions(**{**decode_options, "language": language})
@@ -424,8 +444,10 @@ def prepare(
         word_options=word_options,
         repeat_guard=RepeatGuard(repeat_no_speech_threshold),
         generator=None if seed is None else torch.Generator().manual_seed(seed),
+        speech_map=speech_map,
     )
-    return Prepared(loop, parse_clip_timestamps(clip_timestamps, loop.content_frames), language)
+    clips = parse_clip_timestamps(clip_timestamps, loop.content_frames)
+    return Prepared(loop, clips, language, speech_map)
 
 
 def transcribe(model: Whisper, audio: Any, **options) -> TranscriptionResult:
