@@ -302,3 +302,21 @@ def test_every_nonspeech_clip_gives_no_text_with_vad_filter(name):
     assert len(files) >= 10
     texts = {f.name: kvwhisper.transcribe(model, str(f), vad_filter=True).text for f in files}
     assert all(t == "" for t in texts.values()), texts
+
+
+def test_split_with_vad_filter_cuts_between_speech_regions(tiny_en, jfk):
+    """One recording with batch_size: cuts fall in the VAD's gaps (not at the quietest moment inside speech),
+    and the parts' segments come back on the recording's timeline."""
+    from kvwhisper.transcribe.batched import gap_cuts, quiet_cuts
+
+    sr = SAMPLE_RATE
+    zeros = np.zeros(8 * sr, dtype=np.float32)
+    audio = np.concatenate([jfk] * 6 + [zeros] + [jfk] * 6)  # 140 s: one gap, at 66 to 74 s
+    regions = speech_samples(audio, VadOptions())
+    cuts = gap_cuts(audio, 2, regions, search=10.0)
+    assert len(cuts) == 1 and 66 * sr < cuts[0] < 74 * sr
+    assert gap_cuts(audio, 2, [], search=10.0) == quiet_cuts(audio, 2, 10.0)  # no gap: the quietest moment
+    result = kvwhisper.transcribe(tiny_en, audio, batch_size=2, vad_filter=True)
+    starts = [s.start for s in result.segments]
+    assert starts == sorted(starts) and result.segments[-1].end <= len(audio) / sr
+    assert not any(66.5 < s.start < 73.5 for s in result.segments)  # nothing placed in the silence

@@ -14,9 +14,10 @@ with a seed, a sampled window is the same batched or alone; without one, each re
 seeded from torch's global generator when the recording is opened (reproducible under ``torch.manual_seed``,
 not equal to the single-recording run, which draws from the global generator as the reference does).
 
-``transcribe(model, path, batch_size=8)`` on one recording splits it at quiet points into up to
-``batch_size`` parts run as recordings of their own, and joins their segments: the only mode whose text may
-differ from the sequential run (around the cuts, where the previous text is not carried over).
+``transcribe(model, path, batch_size=8)`` on one recording splits it at quiet points (with ``vad_filter``: in
+the gaps between the VAD's speech regions) into up to ``batch_size`` parts run as recordings of their own, and
+joins their segments: the only mode whose text may differ from the sequential run (around the cuts, where the
+previous text is not carried over).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ import torch
 import tqdm
 
 from ..audio import FRAMES_PER_SECOND, SAMPLE_RATE
-from ..audio.vad import VadOptions
+from ..audio.vad import VadOptions, speech_samples
 from ..decoding import DecodingResult, DecodingTask
 from ..decoding.batch import BatchDecoder
 from ..timing import APPEND_PUNCTUATIONS, PREPEND_PUNCTUATIONS
@@ -38,7 +39,7 @@ from .fallback import DEFAULT_TEMPERATURES, WindowRequest
 from .seek import Prepared, check_options, prepare
 from .seek import transcribe as transcribe_one
 from .segments import Segment, TranscriptionResult
-from .speech import waveform_of
+from .speech import vad_settings, waveform_of
 
 if TYPE_CHECKING:
     from ..model import Whisper
@@ -223,6 +224,22 @@ def quiet_cuts(waveform: np.ndarray, parts: int, search: float = CUT_SEARCH_SECO
     return cuts
 
 
+def gap_cuts(
+    waveform: np.ndarray, parts: int, regions: list[tuple[int, int]], search: float = CUT_SEARCH_SECONDS
+) -> list[int]:
+    """Like `quiet_cuts`, but at each boundary the middle of the nearest gap between two speech regions (from
+    the VAD) within `search` seconds, where there is one; the quietest moment where there is none."""
+    n = len(waveform)
+    gaps = [(a_end + b_start) // 2 for (_, a_end), (b_start, _) in zip(regions, regions[1:])]
+    fallback = quiet_cuts(waveform, parts, search)
+    cuts = []
+    for k in range(1, parts):
+        target = n * k // parts
+        near = [g for g in gaps if abs(g - target) <= search * SAMPLE_RATE]
+        cuts.append(min(near, key=lambda g: abs(g - target)) if near else fallback[k - 1])
+    return cuts
+
+
 def _shifted(segment: Segment, id: int, seconds: float, frames: int) -> Segment:
     words = segment.words
     if words is not None:
@@ -252,7 +269,12 @@ def transcribe_split(
     if options.get("language") is None and model.is_multilingual:  # one language for every part
         first = prepare(model, waveform[: 30 * SAMPLE_RATE], **options)
         options = {**options, "language": first.language}
-    edges = [0, *quiet_cuts(waveform, parts), len(waveform)]
+    vad = vad_settings(options.get("vad_filter", False), options.get("vad_parameters"))
+    if vad is not None:  # cut between speech regions; each part then decodes its own speech only
+        cuts = gap_cuts(waveform, parts, speech_samples(waveform, vad))
+    else:
+        cuts = quiet_cuts(waveform, parts)
+    edges = [0, *cuts, len(waveform)]
     pieces = [waveform[a:b] for a, b in zip(edges, edges[1:])]
     results = transcribe_many(model, pieces, batch_size=batch_size, **options)
     segments: list[Segment] = []
@@ -367,6 +389,7 @@ def _print_result(index: int, result: TranscriptionResult) -> None:
 __all__ = [
     "BatchTranscriptionError",
     "Scheduler",
+    "gap_cuts",
     "quiet_cuts",
     "transcribe",
     "transcribe_iter",
