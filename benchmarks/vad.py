@@ -5,7 +5,8 @@ Three parts, in one process (the model loaded once and warmed up):
 - `cost`: the VAD alone (`speech_regions`, model loaded) against transcribing the long file of
   benchmarks/peers.py (~11 min) without it, alternated; the VAD's share of that transcription.
 - `gaps`: the shared corpus' LibriSpeech clips (and English clips, to ~2 minutes of speech) with 20 s of silence
-  between them, transcribed without and with `vad_filter` (default options), alternated: wall times against
+  between them, transcribed without and with `vad_filter` (default options; and with `batch_size=8` too: the
+  recording cut in the gaps between speech regions, its parts decoded together), alternated: wall times against
   the silent share (the target: the time falls by at least 0.7x that share) and WER of each against the clips'
   transcripts; then, untimed, with word timestamps: the share of words whose start lies inside a clip
   (within 0.2 s).
@@ -98,21 +99,26 @@ def part_gaps(model, runs: int) -> list[dict]:
     audio, spans, reference = _gapped_file()
     total = len(audio) / common.SAMPLE_RATE
     silent_share = 1 - sum(b - a for a, b in spans) / total
+    modes = {  # name -> transcribe options
+        "plain": {},
+        "vad": {"vad_filter": True},
+        "vad, split, batch 8": {"vad_filter": True, "batch_size": 8},
+    }
     results = {}
 
-    def run(vad: bool):
-        results[vad] = kvwhisper.transcribe(model, audio, language="en", vad_filter=vad)
+    def runner(name):
+        def run():
+            results[name] = kvwhisper.transcribe(model, audio, language="en", **modes[name])
 
-    times = common.alternate({"plain": lambda: run(False), "vad": lambda: run(True)}, runs, log=common.log)
-    ratios = [v / p for v, p in zip(times["vad"], times["plain"])]
-    placed = {  # untimed: where the words land
-        vad: kvwhisper.transcribe(model, audio, language="en", word_timestamps=True, vad_filter=vad)
-        for vad in (False, True)
-    }
+        return run
+
+    times = common.alternate({name: runner(name) for name in modes}, runs, log=common.log)
     rows = []
-    for vad, name in ((False, "plain"), (True, "vad")):
-        words = _words(placed[vad])
+    for name, options in modes.items():
+        placed = kvwhisper.transcribe(model, audio, language="en", word_timestamps=True, **options)  # untimed
+        words = _words(placed)
         inside = sum(any(a - 0.2 <= t <= b + 0.2 for a, b in spans) for _, t in words)
+        ratio = common.median([t / p for t, p in zip(times[name], times["plain"])])
         rows.append(
             {
                 "part": "gaps",
@@ -120,9 +126,9 @@ def part_gaps(model, runs: int) -> list[dict]:
                 "audio_s": round(total, 1),
                 "silent_pct": round(100 * silent_share, 1),
                 "wall_s": round(common.median(times[name]), 2),
-                "time_saved_pct": round(100 * (1 - common.median(ratios)), 1) if vad else 0.0,
-                "target_pct": round(70 * silent_share, 1) if vad else None,
-                "wer_pct": round(100 * common.wer(reference, results[vad].text), 2),
+                "time_saved_pct": round(100 * (1 - ratio), 1),
+                "target_pct": round(70 * silent_share, 1) if options else None,
+                "wer_pct": round(100 * common.wer(reference, results[name].text), 2),
                 "words_in_their_clip_pct": round(100 * inside / max(1, len(words)), 1),
             }
         )
