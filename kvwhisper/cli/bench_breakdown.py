@@ -65,10 +65,21 @@ def _wrap_decoder(timers: _Timers, decoder) -> None:
     timers.wrap(decoder.ln, "forward", "final_layernorm")
 
 
+def timed_start(task, audio_features, sync: Callable[[], None]):
+    """`task.start` on the window's prompt, timed: (its state, seconds)."""
+    import torch
+
+    tokens = torch.tensor([task.initial_tokens])
+    sync()
+    t0 = time.perf_counter()
+    state = task.start(audio_features, tokens)
+    sync()
+    return state, time.perf_counter() - t0
+
+
 def _timed_decode(model, audio_features, options, timers: _Timers) -> tuple[float, float, int]:
     """One decode with the task's logits processors, chooser and cache runner timed too (their wraps undone
     afterwards): (seconds in `DecodingTask.start`, seconds in the steps, steps)."""
-    import torch
 
     from ..decoding import DecodingTask
 
@@ -78,12 +89,7 @@ def _timed_decode(model, audio_features, options, timers: _Timers) -> tuple[floa
     for p in task.processors:
         timers.wrap(p, "apply", f"processor:{p.name}")
     timers.wrap(task.chooser, "update", "chooser")
-    tokens = torch.tensor([task.initial_tokens])
-    sync()
-    t0 = time.perf_counter()
-    state = task.start(audio_features, tokens)
-    sync()
-    start_s = time.perf_counter() - t0
+    state, start_s = timed_start(task, audio_features, sync)
     timers.wrap(state.runner, "logits", "runner_logits")
     timers.wrap(state.runner, "reorder", "cache_reorder")
     steps_s, n_steps = 0.0, 0

@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass
 
 from . import CLIError
-from .bench_breakdown import _sync
+from .bench_breakdown import _sync, timed_start
 
 WINDOW_SECONDS = 30
 
@@ -88,12 +88,7 @@ def time_steps(model, audio_features, options) -> StepTimes:
     sync = _sync(model.device)
     with torch.no_grad():
         task = DecodingTask(model, options)
-        tokens = torch.tensor([task.initial_tokens])
-        sync()
-        t0 = time.perf_counter()
-        state = task.start(audio_features, tokens)
-        sync()
-        start_s = time.perf_counter() - t0
+        state, start_s = timed_start(task, audio_features, sync)
         steps = []
         while not state.completed:
             t0 = time.perf_counter()
