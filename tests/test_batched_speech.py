@@ -2,7 +2,7 @@
 
 The shared corpus' English recordings with tiny.en (greedy with word timestamps, in two file orders; beam 5
 on the LibriSpeech clips and a sonnet), and multilingual recordings with base when it is installed. Set
-KVWHISPER_SWEEP=full for every English file under beam 5 too, and every multilingual file.
+KVWHISPER_SWEEP=full for every file under greedy and beam 5, each in two file orders.
 """
 
 from __future__ import annotations
@@ -66,7 +66,9 @@ def test_english_beam_5(tiny_en):
     files = _files("english_misc", "librispeech_misc", "longform")
     if not FULL:
         files = _files("librispeech_misc") + [f for f in files if f.endswith("sonnet001.mp3")]
-    _check(tiny_en, files, orders=1, language="en", beam_size=5, best_of=5, word_timestamps=True)
+    _check(
+        tiny_en, files, orders=2 if FULL else 1, language="en", beam_size=5, best_of=5, word_timestamps=True
+    )
 
 
 def test_multilingual_with_base():
@@ -77,4 +79,7 @@ def test_multilingual_with_base():
     files = _files("multilingual")
     if not FULL:
         files = files[:: max(1, len(files) // 4)]  # four languages of the corpus
-    _check(model, files, orders=1, word_timestamps=True)
+        _check(model, files, orders=1, word_timestamps=True)
+        return
+    _check(model, files, orders=2, word_timestamps=True)
+    _check(model, files, orders=2, beam_size=5, best_of=5, word_timestamps=True)
