@@ -73,7 +73,7 @@ def log_mel_spectrogram(
     ``n_frames = (n_samples + padding) // HOP_LENGTH``. The STFT runs on ``device`` when given (e.g.
     ``"cuda"``), else where the tensor lives.
     """
-    samples = _as_tensor(audio)
+    samples = as_waveform(audio)
     if samples.shape[0] + max(padding, 0) == 0:
         raise ValueError("log_mel_spectrogram: the waveform is empty (no samples, no padding)")
     if device is not None:
@@ -90,7 +90,7 @@ def log_mel_spectrogram(
     return (log_spec + 4.0) / 4.0  # roughly into [-1, 1]
 
 
-def _as_tensor(audio: AudioSource) -> torch.Tensor:
+def as_waveform(audio: AudioSource) -> torch.Tensor:
     """A float32 waveform tensor from a float tensor or array (as given, like the reference), or from
     anything else through load_audio (encoded sources; integer PCM arrays, scaled to [-1, 1))."""
     if isinstance(audio, torch.Tensor) and audio.is_floating_point():
@@ -149,7 +149,7 @@ def whole_file_mel(
     it is computed ``chunk_frames`` frames at a time; the global max floor is applied at the end), but the
     peak memory is the output plus one chunk instead of several whole-file complex spectra.
     """
-    x = _as_tensor(audio).detach().cpu()
+    x = as_waveform(audio).detach().cpu()
     if x.ndim != 1:
         raise ValueError(f"whole_file_mel needs a mono waveform (n_samples,), got {tuple(x.shape)}")
     n = x.shape[0]
@@ -203,7 +203,7 @@ class MelWindows:
 
     def __init__(self, audio: AudioSource, n_mels: int = 80, device: Device | None = None) -> None:
         """``audio``: a path, bytes, file object, or a 16 kHz mono waveform of shape (n_samples,)."""
-        samples = _as_tensor(audio)
+        samples = as_waveform(audio)
         if samples.ndim != 1:
             raise ValueError(
                 f"MelWindows needs a mono waveform of shape (n_samples,), got {tuple(samples.shape)}: "

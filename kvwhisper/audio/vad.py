@@ -25,8 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .features import SAMPLE_RATE
-from .files import load_audio
+from .features import SAMPLE_RATE, as_waveform
 
 FRAME = 512  # samples per probability at 16 kHz
 CONTEXT = 64  # samples before each frame the model sees with it
@@ -211,10 +210,5 @@ def speech_regions(
     """Speech regions of a recording (a path, bytes, a file object or a 16 kHz waveform) in seconds:
     [(start_s, end_s), ...]. Parameters: `VadOptions`' fields, as a dict/VadOptions and/or keywords."""
     options = VadOptions.from_parameters(parameters, **more)
-    if isinstance(audio, Tensor):
-        waveform = audio.detach().cpu().float().numpy()
-    elif isinstance(audio, np.ndarray):
-        waveform = audio.astype(np.float32, copy=False)
-    else:
-        waveform = load_audio(audio)
+    waveform = as_waveform(audio).detach().cpu()
     return [(a / SAMPLE_RATE, b / SAMPLE_RATE) for a, b in speech_samples(waveform, options)]

@@ -31,6 +31,7 @@ import torch
 import tqdm
 
 from ..audio import FRAMES_PER_SECOND, SAMPLE_RATE
+from ..audio.features import as_waveform
 from ..audio.vad import VadOptions, speech_samples
 from ..decoding import DecodingResult, DecodingTask
 from ..decoding.batch import BatchDecoder
@@ -39,7 +40,7 @@ from .fallback import DEFAULT_TEMPERATURES, WindowRequest
 from .seek import Prepared, check_options, prepare
 from .seek import transcribe as transcribe_one
 from .segments import Segment, TranscriptionResult
-from .speech import vad_settings, waveform_of
+from .speech import vad_settings
 
 if TYPE_CHECKING:
     from ..model import Whisper
@@ -261,7 +262,7 @@ def transcribe_split(
 ) -> TranscriptionResult:
     """One recording cut at quiet points into up to ``batch_size`` parts of at least a minute each,
     transcribed together, their segments joined in time order (see the module docstring)."""
-    waveform = waveform_of(audio)
+    waveform = as_waveform(audio).detach().cpu().numpy()
     duration = len(waveform) / SAMPLE_RATE
     parts = max(1, min(batch_size, int(duration // MIN_PART_SECONDS)))
     if options.get("clip_timestamps", "0") not in ("0", "0.0", [0], [0.0], (0,)) or parts == 1:

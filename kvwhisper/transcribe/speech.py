@@ -15,9 +15,9 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
-import torch
 
-from ..audio import FRAMES_PER_SECOND, SAMPLE_RATE, load_audio
+from ..audio import FRAMES_PER_SECOND, SAMPLE_RATE
+from ..audio.features import as_waveform
 from ..audio.vad import VadOptions, speech_samples
 from .segments import Segment
 from .writers import format_timestamp
@@ -107,20 +107,9 @@ def vad_settings(
     return options
 
 
-def waveform_of(audio: Any) -> np.ndarray:
-    """A 16 kHz mono float32 waveform from what `transcribe` takes (a path, bytes, a file object, an array)."""
-    if isinstance(audio, torch.Tensor):
-        return audio.detach().cpu().float().numpy()
-    if isinstance(audio, np.ndarray):
-        return audio.astype(np.float32, copy=False)
-    return load_audio(audio)
-
-
 def speech_only(audio: Any, options: VadOptions, verbose: bool | None = None) -> tuple[np.ndarray, SpeechMap]:
     """The recording's speech joined end to end, and the map back to its timeline."""
-    waveform = waveform_of(audio)
-    if waveform.ndim != 1:
-        raise ValueError(f"audio must be a mono waveform (n_samples,), not shape {waveform.shape}")
+    waveform = as_waveform(audio).detach().cpu().numpy()
     speech_map = SpeechMap.from_regions(speech_samples(waveform, options), len(waveform))
     if verbose:
         kept, total = speech_map.kept / SAMPLE_RATE, speech_map.total / SAMPLE_RATE
