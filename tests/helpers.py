@@ -69,6 +69,16 @@ def tiny_random_model(
     return cpu.accelerate(model) if accelerate else model
 
 
+def tiny_fp16_valued_model(seed: int = 3) -> Whisper:
+    """The tiny random model with fp16 numbers as weights (as every Whisper checkpoint has): the decoder's
+    products go through the kernel that computes each row on its own."""
+    model = tiny_random_model(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(p.half().float())
+    return model
+
+
 def random_mel(seed: int = 0, n: int = 1, n_mels: int = 80) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     return torch.randn(n, n_mels, 3000, generator=g) * 0.5

@@ -7,8 +7,7 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
-from helpers import random_mel, tiny_random_model
+from helpers import random_mel, tiny_fp16_valued_model
 
 from kvwhisper.decoding import DecodingOptions, decode
 from kvwhisper.inspection import BatchDecodeSession, BatchStepTrace, decode_session
@@ -16,11 +15,7 @@ from kvwhisper.inspection import BatchDecodeSession, BatchStepTrace, decode_sess
 
 @pytest.fixture(scope="module")
 def model():
-    m = tiny_random_model(3)
-    with torch.no_grad():
-        for p in m.parameters():
-            p.copy_(p.half().float())
-    return m
+    return tiny_fp16_valued_model(3)
 
 
 @pytest.fixture(scope="module")

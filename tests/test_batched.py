@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from helpers import random_mel, tiny_random_model
+from helpers import random_mel, tiny_fp16_valued_model
 
 import kvwhisper
 from kvwhisper.cpu import kernels
@@ -30,13 +30,7 @@ def assert_same_logits(a: torch.Tensor, b: torch.Tensor) -> None:
 
 @pytest.fixture(scope="module")
 def model():
-    """The tiny random model with fp16 numbers as weights (as every Whisper checkpoint has): the decoder's
-    products go through the kernel that computes each row on its own."""
-    m = tiny_random_model(3)
-    with torch.no_grad():
-        for p in m.parameters():
-            p.copy_(p.half().float())
-    return m
+    return tiny_fp16_valued_model(3)
 
 
 @pytest.fixture(scope="module")

@@ -85,7 +85,6 @@ class BatchDecodeSession:
         self.traces: list[BatchStepTrace] = []
         self.results: dict[Any, DecodingResult] = {}
         self._windows: dict[Any, int | None] = {}
-        self._tokenizers: dict[Any, Any] = {}
 
     def add(
         self,
@@ -108,7 +107,6 @@ class BatchDecodeSession:
         with torch.no_grad():
             features = task.audio_features(mel[None])  # as decode() encodes it (features: as given)
         self._windows[stream] = window
-        self._tokenizers[stream] = task.tokenizer
         job = self.decoder.add(stream, task, features)
         if job.result is not None:
             self.results[stream] = job.result
@@ -158,7 +156,7 @@ class BatchDecodeSession:
 
     def _rows(self, job: WindowJob, before: tuple) -> list[BatchRow]:
         batched, position, capacity, cross_length, fed = before
-        tok = self._tokenizers[job.key]
+        tok = job.task.tokenizer
         out = job.output
         chosen = (job.last_tokens if job.state is None else job.state.tokens[:, -1]).tolist()
         logprobs = out.logits.log_softmax(dim=-1)
