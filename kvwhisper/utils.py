@@ -71,3 +71,16 @@ __all__ = [
     "str2bool",
     "system_encoding",
 ]
+
+
+def error_cause(e: BaseException) -> str:
+    """Why something failed, on one line: an AudioError's cause, an OSError's reason and file, else the
+    exception's type and message."""
+    from .audio import AudioError
+
+    if isinstance(e, AudioError):
+        return e.cause
+    if isinstance(e, OSError) and e.strerror:
+        return e.strerror + (f": {e.filename}" if e.filename else "")
+    text = " ".join(str(e).split())
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__

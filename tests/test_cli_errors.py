@@ -57,7 +57,7 @@ BAD = [
     ([*T, "--task", "summarize"], "--task: invalid choice: 'summarize' (choose from transcribe, translate) (see kvwhisper transcribe --help)"),
     ([*T, "--no-such-option"], "unrecognized arguments: --no-such-option (see kvwhisper --help)"),
     (["transcribe"], "the following arguments are required: FILE (see kvwhisper transcribe --help)"),
-    (["transcrbe", "x.wav"], "'transcrbe' is neither a command (transcribe, trace, bench, convert, mel, vad) nor an existing file"),
+    (["transcrbe", "x.wav"], "'transcrbe' is neither a command (transcribe, trace, bench, convert, mel, vad, corpus) nor an existing file"),
     ([], "the following arguments are required: COMMAND (see kvwhisper --help)"),
     (["trace", JFK, "--top-k", "0"], "--top-k: must be >= 1, not 0"),
     (["trace", JFK, "--window", "-1"], "--window: must be >= 0, not -1"),

@@ -11,7 +11,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "kvwhisper"
 MAX_MODULE_LINES = 500
 MAX_FUNCTION_LINES = 80
 # declarative argument parsers: one add_argument call after another
-PARSER_FUNCTIONS = {"add_parser", "build_parser"}
+PARSER_FUNCTIONS = {"add_parser", "build_parser", "add_model_arguments", "add_decoding_arguments"}
 
 
 def module_name(path: Path) -> str:
@@ -135,6 +135,7 @@ LAYERS = [
     "inspection",
     "normalizers",
     "utils",
+    "corpus",
     "cli",
     "__main__",  # python -m kvwhisper
 ]

@@ -23,6 +23,7 @@ COMMANDS = {
     "convert": "convert",
     "mel": "mel",
     "vad": "vad",
+    "corpus": "corpus",
 }
 TOP_LEVEL_FLAGS = ("-h", "--help", "--version")
 

@@ -4,6 +4,7 @@ same checks before loading a model)."""
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING
@@ -73,3 +74,14 @@ def check_transcribe_options(
         else:
             verify_options(options_at(options, float(t)), model)
     return options
+
+
+def english_only(language: str | None, model, name: str = "the model") -> str | None:
+    """The language to ask of ``model`` (called ``name`` in the warning): an English-only model transcribes
+    English, so any language asked of it becomes "en" (with a warning when it was not English), as
+    openai-whisper's command does."""
+    if language is None or model.is_multilingual:
+        return language
+    if language.lower() not in ("en", "english"):
+        warnings.warn(f"{name} is English-only; transcribing as English, not {language!r}", stacklevel=3)
+    return "en"
