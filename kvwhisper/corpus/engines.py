@@ -40,7 +40,7 @@ def ray_rows(
     spec: JobSpec, entries: list[Entry], *, workers: int, threads_per_worker: int, address: str | None
 ) -> Iterator[dict]:
     """The files on Ray: ``workers`` actors of ``threads_per_worker`` CPUs each, given ``spec.batch_size``
-    files at a time. ``address``: an existing cluster's (``ray start --head`` prints it; "auto" finds a local
+    files at a time (fewer when there are not enough to give every worker some). ``address``: an existing cluster's (``ray start --head`` prints it; "auto" finds a local
     one); None starts a cluster on this machine for the job. A worker that dies is restarted by Ray and its
     batch done again."""
     os.environ.setdefault("RAY_DATA_LOG_LEVEL", "ERROR")  # not its plan and timings on the job's terminal
@@ -53,13 +53,15 @@ def ray_rows(
         context.enable_progress_bars = False
         context.print_on_execution_start = False
         items = [{"path": e.path, "name": e.name} for e in entries]
-        dataset = ray.data.from_items(items, override_num_blocks=max(1, len(items) // spec.batch_size))
-        spec = replace(spec, threads=threads_per_worker)
+        # files per call: a worker decodes up to batch_size together, and every worker gets some; one call
+        # at a time per worker, so that calls go to free workers and a dead worker had only one to redo
+        per_call = max(1, min(spec.batch_size, -(-len(items) // workers)))
+        dataset = ray.data.from_items(items, override_num_blocks=max(1, -(-len(items) // per_call)))
         done = dataset.map_batches(
             RayWorker,
-            fn_constructor_kwargs={"spec": spec},
-            batch_size=spec.batch_size,
-            compute=ray.data.ActorPoolStrategy(size=workers),
+            fn_constructor_kwargs={"spec": replace(spec, threads=threads_per_worker)},
+            batch_size=per_call,
+            compute=ray.data.ActorPoolStrategy(size=workers, max_tasks_in_flight_per_actor=1),
             num_cpus=threads_per_worker,
         )
         for record in done.iter_rows():

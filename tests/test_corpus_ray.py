@@ -1,0 +1,95 @@
+"""The corpus job's Ray engine on a real cluster of two nodes on this machine (`ray.cluster_utils.Cluster`, a head
+and one more raylet, one CPU each), started and shut down here: outputs byte-equal to the local engine's, bad
+files as error rows, a rerun that does nothing, and a worker process killed midway (Ray restarts it and its
+files are done again; the job ends by itself with every file done once)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from test_corpus import DATA, FAST, make_corpus, outputs_of
+
+from kvwhisper.corpus import read_rows
+
+ray = pytest.importorskip("ray", reason="the Ray engine's tests need ray (pip install 'kvwhisper[ray]')")
+pytestmark = pytest.mark.slow
+
+STORE = 80 * 2**20  # bytes of object store per node: the job moves only file names and rows
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    from ray.cluster_utils import Cluster
+
+    nodes = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "object_store_memory": STORE})
+    nodes.add_node(num_cpus=1, object_store_memory=STORE)
+    nodes.wait_for_nodes()
+    yield nodes
+    nodes.shutdown()
+
+
+def corpus(address: str, *args: str) -> list[str]:
+    return [
+        sys.executable, "-m", "kvwhisper", "corpus", *args, *FAST,
+        "--engine", "ray", "--workers", "2", "--threads-per-worker", "1", "--address", address,
+    ]  # fmt: skip
+
+
+def test_ray_job_on_two_nodes_writes_what_the_local_job_writes_and_skips_on_rerun(cluster, tmp_path):
+    root = make_corpus(tmp_path / "in")
+    out, local = tmp_path / "out", tmp_path / "local"
+    job = subprocess.run(corpus(cluster.address, str(root), "-o", str(out)), capture_output=True, text=True)
+    assert job.returncode == 1, job.stderr
+    assert "kvwhisper: corpus: 4 done, 0 skipped, 2 failed" in job.stderr
+    rows = read_rows(str(out / "results.jsonl"))
+    assert {Path(p).name for p, r in rows.items() if r["status"] == "error"} == {"notes.wav", "corrupt.flac"}
+    assert len({r["worker"] for r in rows.values()}) == 2  # both actors took files
+
+    alone = subprocess.run(
+        [sys.executable, "-m", "kvwhisper", "corpus", str(root), "-o", str(local), *FAST], capture_output=True
+    )
+    assert alone.returncode == 1
+    assert outputs_of(out) == outputs_of(local) and len(outputs_of(out)) == 20
+
+    again = subprocess.run(corpus(cluster.address, str(root), "-o", str(out)), capture_output=True, text=True)
+    assert again.returncode == 1
+    assert "0 done, 6 skipped (2 of them failed before: --retry-errors redoes them), 0 failed" in again.stderr
+
+
+def test_a_worker_killed_midway_is_replaced_and_the_job_ends_with_every_file_once(cluster, tmp_path):
+    root = tmp_path / "in"
+    root.mkdir()
+    for i in range(10):
+        shutil.copy(DATA / "jfk.flac", root / f"jfk{i}.flac")
+    out = tmp_path / "out"
+    table = out / "results.jsonl"
+    command = corpus(cluster.address, str(root), "-o", str(out), "--batch-size", "1")
+    job = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    while not (table.exists() and table.read_text().strip()) and job.poll() is None:
+        assert time.monotonic() < deadline, "no file done in time"
+        time.sleep(0.05)
+    first = json.loads(table.read_text().splitlines()[0])
+    killed = int(first["worker"].rpartition(":")[2])
+    os.kill(killed, signal.SIGKILL)
+    _, err = job.communicate(timeout=300)
+    assert job.returncode == 0, err
+    assert "0 failed" in err
+
+    lines = table.read_text().splitlines()
+    rows = [json.loads(line) for line in lines]
+    assert sorted(r["path"] for r in rows) == sorted(str(root / f"jfk{i}.flac") for i in range(10))
+    assert all(r["status"] == "done" for r in rows)
+    workers = {r["worker"] for r in rows}
+    assert len(workers) >= 3, workers  # the killed actor's replacement did files too
+    assert sorted(p.name for p in out.iterdir() if p.suffix == ".json") == [f"jfk{i}.json" for i in range(10)]
+    assert not list(out.rglob("*.tmp"))
+    assert len({(out / f"jfk{i}.json").read_bytes() for i in range(10)}) == 1
