@@ -88,16 +88,16 @@ def run(
 
 
 def plan(table: ResultsTable, entries: list[Entry], spec: JobSpec, retry_errors: bool, summary: Summary):
-    """The entries still to do. Skipped: a file whose row is current (same source and settings) and either
+    """The entries still to do, the largest files first. Skipped: a file whose row is current (same source and settings) and either
     done with every output present, or an error (unless ``retry_errors``). A file whose outputs would
     overwrite another's gets an error row here."""
     clashes = name_clashes(entries)
-    todo = []
+    todo: list[tuple[int, Entry]] = []  # (bytes, entry)
     for entry in entries:
         try:
             source = Source.of(entry.path, spec.verify)
         except OSError:
-            todo.append(entry)  # its worker records why it cannot be read
+            todo.append((0, entry))  # its worker records why it cannot be read
             continue
         row = table.rows.get(entry.path)
         if entry.path in clashes:
@@ -111,7 +111,7 @@ def plan(table: ResultsTable, entries: list[Entry], spec: JobSpec, retry_errors:
                 summary.skipped += 1
                 summary.failed_before += 1
         elif not is_current(row, source, spec.settings):
-            todo.append(entry)
+            todo.append((source.size, entry))
         elif row["status"] == "done" and all(
             map(os.path.exists, output_paths(spec.output_dir, entry.name, spec.formats))
         ):
@@ -120,8 +120,9 @@ def plan(table: ResultsTable, entries: list[Entry], spec: JobSpec, retry_errors:
             summary.skipped += 1
             summary.failed_before += 1
         else:
-            todo.append(entry)
-    return todo
+            todo.append((source.size, entry))
+    # the largest first: a long file started last would leave the other workers idle at the end
+    return [entry for _, entry in sorted(todo, key=lambda t: -t[0])]
 
 
 def clash_row(entry: Entry, source: Source, spec: JobSpec, why: str) -> dict:
