@@ -11,12 +11,13 @@ a fresh output folder per run. Engines, each run a whole command in a fresh proc
   --head`), so Ray's own start-up is not in the time.
 
 Reported: wall time (median), the ratio to `local` (the median of per-run ratios; above 1: slower than
-local), audio speed (audio seconds per wall second), and per worker the audio seconds per second of the
-time it spent on files (from results.jsonl), which is what one more worker adds. Every run's outputs are
+local), audio speed (audio seconds per wall second), the audio seconds per second a worker spends on files
+(from results.jsonl: what one more worker adds) and the share of the workers' wall time spent on files. Every run's outputs are
 compared with the first local run's: "same" must be all files.
 
     python benchmarks/corpus.py                   # 3 runs
     python benchmarks/corpus.py --runs 1 --joined
+    python benchmarks/corpus.py --copies 3 --joined   # a 147-file job: Ray's start-up spread over more work
 
 Output: a table on stdout, benchmarks/out/corpus.json, and a final JSON line.
 """
@@ -89,30 +90,35 @@ def outputs(out: Path) -> dict[str, bytes]:
     return {str(p.relative_to(out)): p.read_bytes() for p in out.rglob("*.json")}
 
 
-def worker_speeds(out: Path) -> list[float]:
-    """Audio seconds per second of work, per worker process of a run."""
-    audio: dict[str, float] = {}
-    busy: dict[str, float] = {}
-    for line in (out / "results.jsonl").read_text().splitlines():
-        row = json.loads(line)
-        audio[row["worker"]] = audio.get(row["worker"], 0.0) + (row["duration"] or 0.0)
-        busy[row["worker"]] = busy.get(row["worker"], 0.0) + row["seconds"]
-    return [audio[w] / busy[w] for w in audio]
+def worker_load(out: Path) -> tuple[float, int]:
+    """The seconds the workers spent on files (from results.jsonl; start-up excluded) and their number."""
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    return sum(row["seconds"] for row in rows), len({row["worker"] for row in rows})
+
+
+def _link(source: Path, link: Path) -> Path:
+    link.symlink_to(source)
+    return link
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--joined", action="store_true", help="also Ray joining a cluster started beforehand")
+    parser.add_argument("--copies", type=int, default=1, help="the file list this many times (a larger job)")
     args = parser.parse_args()
     files = corpus_files()
     work = Path(tempfile.mkdtemp(prefix="kvwhisper-corpus-bench-"))
+    if args.copies > 1:  # links under other names: each copy is a file of its own
+        links = work / "links"
+        links.mkdir()
+        files = [_link(f, links / f"{k}-{f.parent.name}-{f.name}") for k in range(args.copies) for f in files]
     manifest = work / "files.txt"
     manifest.write_text("".join(f"{f}\n" for f in files))
     engines = dict(ENGINES)
     if args.joined:
         subprocess.run(
-            ["ray", "start", "--head", "--num-cpus", "2", "--disable-usage-stats"],
+            [RAY, "start", "--head", "--num-cpus", "2", "--disable-usage-stats"],
             check=True,
             capture_output=True,
         )
@@ -127,7 +133,8 @@ def main() -> int:
     columns = [
         ("engine", "engine", "s"), ("files", "files", "d"), ("audio_min", "audio min", ".1f"),
         ("wall_s", "wall s (median)", ".1f"), ("vs_local", "time / local", ".3f"),
-        ("speed", "audio s / s", ".1f"), ("worker_speed", "per worker: audio s / busy s", "s"),
+        ("speed", "audio s / s", ".1f"), ("worker_speed", "audio s / worker busy s", ".1f"),
+        ("busy", "workers busy", ".0%"),
         ("same", "same outputs", "s"),
     ]  # fmt: skip
     return common.report(
@@ -150,9 +157,10 @@ def measure(engines: dict[str, list[str]], manifest: Path, work: Path, runs: int
             got = outputs(out)
             reference = reference or got
             same = sum(reference.get(k) == v for k, v in got.items())
+            busy, workers = worker_load(out)
             results[name].append(
                 {"wall_s": seconds, "audio_s": sum(row["duration"] or 0 for row in rows), "same": same,
-                 "workers": worker_speeds(out)}
+                 "busy_s": busy, "workers": workers}
             )  # fmt: skip
             shutil.rmtree(out)
             common.log(f"run {r + 1}/{runs}: {name} {seconds:.1f} s, same outputs {same}/{len(got)}")
@@ -172,7 +180,10 @@ def summarize(results: dict[str, list[dict]], n_files: int) -> list[dict]:
             "wall_s": common.median(walls),
             "vs_local": common.median([w / lw for w, lw in zip(walls, local)]),
             "speed": audio / common.median(walls),
-            "worker_speed": ", ".join(f"{s:.1f}" for s in runs[-1]["workers"]),
+            # audio seconds per second a worker spends on files: what one more worker adds
+            "worker_speed": common.median([run["audio_s"] / run["busy_s"] for run in runs]),
+            # the share of the workers' wall time spent on files (the rest: start-up, waiting, Ray)
+            "busy": common.median([run["busy_s"] / (run["workers"] * run["wall_s"]) for run in runs]),
             "same": f"{min(run['same'] for run in runs)}/{n_files}",
             "walls": walls,
         })  # fmt: skip

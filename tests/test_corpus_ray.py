@@ -146,3 +146,31 @@ def test_shared_corpus_on_two_nodes_equals_transcribe_alone(cluster, tmp_path):
     again = subprocess.run(command, capture_output=True, text=True)
     assert again.returncode == 1
     assert f"0 done, {len(audio) + 2} skipped (2 of them failed before" in again.stderr
+
+
+def test_a_driver_killed_midway_then_rerun_ends_with_every_file_done_once(cluster, tmp_path):
+    root = tmp_path / "in"
+    root.mkdir()
+    for i in range(8):
+        shutil.copy(DATA / "jfk.flac", root / f"jfk{i}.flac")
+    out = tmp_path / "out"
+    table = out / "results.jsonl"
+    command = corpus(cluster.address, str(root), "-o", str(out), "--batch-size", "1")
+    job = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 240
+    while not (table.exists() and table.read_text().count("\n") >= 2) and job.poll() is None:
+        assert time.monotonic() < deadline, "no file done in time"
+        time.sleep(0.05)
+    job.kill()  # SIGKILL: Ray ends the job's actors; files in flight leave at most temporary files
+    job.wait()
+    done_before = len(read_rows(str(table)))
+    assert 2 <= done_before < 8
+
+    rerun = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    assert f"{8 - done_before} done, {done_before} skipped, 0 failed" in rerun.stderr
+    rows = [json.loads(line) for line in table.read_text().splitlines()]
+    assert sorted(r["path"] for r in rows) == sorted(str(root / f"jfk{i}.flac") for i in range(8))
+    assert all(r["status"] == "done" for r in rows)
+    assert sorted(p.name for p in out.iterdir() if p.suffix == ".srt") == [f"jfk{i}.srt" for i in range(8)]
+    assert not list(out.rglob("*.tmp"))

@@ -24,7 +24,8 @@ examples:
   kvwhisper corpus manifest.csv -o out --engine ray --workers 4 --address 10.0.0.1:6379
 
 The Ray engine (pip install "kvwhisper[ray]") runs --workers actors of --threads-per-worker CPUs, each
-loading the model once; without --address it starts a Ray cluster on this machine for the job. On a cluster,
+loading the model once; without --address it joins $RAY_ADDRESS when set, else starts a Ray cluster on
+this machine for the job. On a cluster,
 every node must see the inputs and OUT at the same paths (a shared file system) and have kvwhisper installed.
 --seed defaults to 0 here, so that a file done again gets the same samples at fallback temperatures; the
 outputs are byte-equal to `kvwhisper transcribe FILE --output-dir ... --seed 0` with the same options."""
@@ -61,7 +62,9 @@ def add_parser(sub) -> None:
         "--workers", type=int, default=2, help="ray: actors, each loading the model once (default 2)"
     )
     option(p, "--threads-per-worker", type=int, default=1, help="ray: CPUs of each actor (default 1)")
-    p.add_argument("--address", default=None, help="ray: the cluster to join (default: start one here)")
+    p.add_argument(
+        "--address", default=None, help="ray: the cluster to join (default: $RAY_ADDRESS, else start one here)"
+    )
     p.add_argument(
         "--verify", action="store_true", help="tell unchanged files by their hash, not size and mtime"
     )

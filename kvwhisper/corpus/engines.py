@@ -40,9 +40,10 @@ def ray_rows(
     spec: JobSpec, entries: list[Entry], *, workers: int, threads_per_worker: int, address: str | None
 ) -> Iterator[dict]:
     """The files on Ray: ``workers`` actors of ``threads_per_worker`` CPUs each, given ``spec.batch_size``
-    files at a time (fewer when there are not enough to give every worker some). ``address``: an existing cluster's (``ray start --head`` prints it; "auto" finds a local
-    one); None starts a cluster on this machine for the job. A worker that dies is restarted by Ray and its
-    batch done again."""
+    files at a time (fewer when there are not enough to give every worker some). ``address``: an existing
+    cluster's (``ray start --head`` prints it; "auto" finds one running here); None: the cluster in
+    RAY_ADDRESS when it is set, else a new cluster on this machine for the job. A worker that dies is
+    restarted by Ray and its batch done again."""
     os.environ.setdefault("RAY_DATA_LOG_LEVEL", "ERROR")  # not its plan and timings on the job's terminal
     ray = _import_ray()
     started = _connect(ray, address, workers * threads_per_worker)
@@ -89,7 +90,10 @@ def _connect(ray, address: str | None, cpus: int) -> bool:
     settings = dict(logging_level=logging.ERROR, log_to_driver=False, configure_logging=True)
     try:
         if address is None:
-            ray.init(num_cpus=max(os.cpu_count() or 1, cpus), include_dashboard=False, **settings)
+            # "local": a new cluster, not one `ray start` left running here (RAY_ADDRESS, when set, still wins)
+            ray.init(
+                address="local", num_cpus=max(os.cpu_count() or 1, cpus), include_dashboard=False, **settings
+            )
         else:
             ray.init(address=address, **settings)
     except (ConnectionError, RuntimeError, ValueError) as e:
