@@ -214,6 +214,14 @@ def test_only_changed_or_incomplete_files_are_done_again(tmp_path):
     assert len(read_rows(str(out / "results.jsonl"))) == 2
 
 
+def wait_for_rows(table: Path, job: subprocess.Popen, rows: int, timeout: float = 240) -> None:
+    """Until the job's results table has ``rows`` rows (or the job has ended)."""
+    deadline = time.monotonic() + timeout
+    while not (table.exists() and table.read_text().count("\n") >= rows) and job.poll() is None:
+        assert time.monotonic() < deadline, f"{rows} files not done in {timeout} s"
+        time.sleep(0.05)
+
+
 @pytest.mark.slow
 def test_a_killed_job_rerun_ends_with_every_file_done_once_and_no_temporary_file(tmp_path):
     root = tmp_path / "in"
@@ -235,10 +243,7 @@ def test_a_killed_job_rerun_ends_with_every_file_done_once_and_no_temporary_file
     ]
     job = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     table = out / "results.jsonl"
-    deadline = time.monotonic() + 240
-    while not (table.exists() and table.read_text().count("\n") >= 2) and job.poll() is None:
-        assert time.monotonic() < deadline, "no file done in time"
-        time.sleep(0.05)
+    wait_for_rows(table, job, 2)
     job.send_signal(signal.SIGKILL)
     job.wait()
     assert job.returncode == -signal.SIGKILL, job.stderr.read().decode()

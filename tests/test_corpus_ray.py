@@ -11,12 +11,11 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 from conftest import AUDIO_SUFFIXES, require_shared_speech
-from test_corpus import DATA, FAST, make_corpus, outputs_of
+from test_corpus import DATA, FAST, make_corpus, outputs_of, wait_for_rows
 
 from kvwhisper.corpus import read_rows
 
@@ -74,10 +73,7 @@ def test_a_worker_killed_midway_is_replaced_and_the_job_ends_with_every_file_onc
     table = out / "results.jsonl"
     command = corpus(cluster.address, str(root), "-o", str(out), "--batch-size", "1")
     job = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 240
-    while not (table.exists() and table.read_text().strip()) and job.poll() is None:
-        assert time.monotonic() < deadline, "no file done in time"
-        time.sleep(0.05)
+    wait_for_rows(table, job, 1)
     first = json.loads(table.read_text().splitlines()[0])
     killed = int(first["worker"].rpartition(":")[2])
     os.kill(killed, signal.SIGKILL)
@@ -157,10 +153,7 @@ def test_a_driver_killed_midway_then_rerun_ends_with_every_file_done_once(cluste
     table = out / "results.jsonl"
     command = corpus(cluster.address, str(root), "-o", str(out), "--batch-size", "1")
     job = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 240
-    while not (table.exists() and table.read_text().count("\n") >= 2) and job.poll() is None:
-        assert time.monotonic() < deadline, "no file done in time"
-        time.sleep(0.05)
+    wait_for_rows(table, job, 2)
     job.kill()  # SIGKILL: Ray ends the job's actors; files in flight leave at most temporary files
     job.wait()
     done_before = len(read_rows(str(table)))

@@ -63,7 +63,9 @@ def add_parser(sub) -> None:
     )
     option(p, "--threads-per-worker", type=int, default=1, help="ray: CPUs of each actor (default 1)")
     p.add_argument(
-        "--address", default=None, help="ray: the cluster to join (default: $RAY_ADDRESS, else start one here)"
+        "--address",
+        default=None,
+        help="ray: the cluster to join (default: $RAY_ADDRESS, else start one here)",
     )
     p.add_argument(
         "--verify", action="store_true", help="tell unchanged files by their hash, not size and mtime"
