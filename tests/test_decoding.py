@@ -107,7 +107,7 @@ def _apply(processor, rows: list[list[int]], logits: torch.Tensor | None = None)
 
 
 def test_suppress_blank_only_at_first_sampled_position():
-    p = SuppressBlank(SimpleNamespace(encode=lambda text: [220], eot=50256), sample_begin=3)
+    p = SuppressBlank(SimpleNamespace(encode=lambda text, **kw: [220], eot=50256), sample_begin=3)
     logits = torch.zeros(2, 51864)
     tokens = torch.tensor([[1, 2, 3], [4, 5, 6]])
     p.apply(logits, tokens)

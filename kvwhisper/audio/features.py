@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-import librosa
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -41,16 +40,49 @@ DYNAMIC_RANGE = 8.0  # log10 units (80 dB) kept below the loudest bin; quieter b
 Device = str | torch.device
 
 
+# the Slaney mel scale: linear below 1 kHz (200/3 Hz a mel), logarithmic above (27 mels an octave of 6.4)
+MEL_LINEAR_HZ = 200.0 / 3
+MEL_LOG_START_HZ = 1000.0
+MEL_LOG_STEP = np.log(6.4) / 27.0
+
+
+def hz_to_mel(hz: np.ndarray) -> np.ndarray:
+    """Frequencies (Hz, float64 array) on the Slaney mel scale."""
+    mels = hz / MEL_LINEAR_HZ
+    log = hz >= MEL_LOG_START_HZ
+    mels[log] = MEL_LOG_START_HZ / MEL_LINEAR_HZ + np.log(hz[log] / MEL_LOG_START_HZ) / MEL_LOG_STEP
+    return mels
+
+
+def mel_to_hz(mels: np.ndarray) -> np.ndarray:
+    """The inverse of hz_to_mel."""
+    hz = MEL_LINEAR_HZ * mels
+    log = mels >= MEL_LOG_START_HZ / MEL_LINEAR_HZ
+    hz[log] = MEL_LOG_START_HZ * np.exp(MEL_LOG_STEP * (mels[log] - MEL_LOG_START_HZ / MEL_LINEAR_HZ))
+    return hz
+
+
 @lru_cache(maxsize=len(SUPPORTED_N_MELS))
 def _mel_filters_cpu(n_mels: int) -> torch.Tensor:
     """Slaney-style mel filterbank, shape (n_mels, N_FFT // 2 + 1) = (n_mels, 201), float32 on CPU.
 
-    Identical to the arrays the reference ships in ``whisper/assets/mel_filters.npz``, which were saved
-    from exactly this librosa call.
+    Triangles between n_mels + 2 points evenly spaced in mels from 0 Hz to the Nyquist frequency, each scaled
+    to unit area ("slaney" norm): the arrays the reference ships in ``whisper/assets/mel_filters.npz``, bit for
+    bit (they were saved from ``librosa.filters.mel``, whose float64 arithmetic this repeats).
     """
     if n_mels not in SUPPORTED_N_MELS:
         raise ValueError(f"unsupported n_mels {n_mels!r}: Whisper models use one of {SUPPORTED_N_MELS}")
-    return torch.from_numpy(librosa.filters.mel(sr=SAMPLE_RATE, n_fft=N_FFT, n_mels=n_mels, dtype=np.float32))
+    fft_hz = np.fft.rfftfreq(n=N_FFT, d=1.0 / SAMPLE_RATE)  # (201,)
+    edges = hz_to_mel(np.array([0.0, SAMPLE_RATE / 2]))
+    points = mel_to_hz(np.linspace(edges[0], edges[1], n_mels + 2))  # (n_mels + 2,) Hz
+    widths = np.diff(points)
+    ramps = np.subtract.outer(points, fft_hz)  # (n_mels + 2, 201)
+    weights = np.zeros((n_mels, len(fft_hz)), dtype=np.float32)
+    for i in range(n_mels):
+        rising, falling = -ramps[i] / widths[i], ramps[i + 2] / widths[i + 1]
+        weights[i] = np.maximum(0, np.minimum(rising, falling))
+    weights *= (2.0 / (points[2 : n_mels + 2] - points[:n_mels]))[:, None]
+    return torch.from_numpy(weights)
 
 
 @lru_cache(maxsize=16)

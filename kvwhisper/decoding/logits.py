@@ -52,7 +52,8 @@ class SuppressBlank(LogitsProcessor):
     def __init__(self, tokenizer: Tokenizer, sample_begin: int):
         self.tokenizer = tokenizer
         self.sample_begin = sample_begin
-        self.blank_tokens = tokenizer.encode(" ") + [tokenizer.eot]
+        # " " holds no special token: not scanning for them skips compiling their pattern (start-up time)
+        self.blank_tokens = tokenizer.encode(" ", disallowed_special=()) + [tokenizer.eot]
 
     def apply(self, logits: Tensor, tokens: Tensor) -> None:
         if tokens.shape[1] == self.sample_begin:

@@ -98,12 +98,16 @@ class LayerNorm(nn.LayerNorm):
 
 
 def sinusoids(length: int, channels: int, max_timescale: float = 10000) -> Tensor:
-    """Sinusoidal position embedding of the encoder: (length, channels), sin half then cos half."""
+    """Sinusoidal position embedding of the encoder: (length, channels), sin half then cos half.
+
+    Computed on the CPU even under a ``torch.device("meta")`` block (where load_model builds the network):
+    arithmetic on meta tensors goes through torch's Python decompositions, whose first use imports
+    torch._dynamo, over a second of start-up."""
     if channels % 2:
         raise ValueError("channels must be even")
     log_timescale_increment = np.log(max_timescale) / (channels // 2 - 1)
-    inv_timescales = torch.exp(-log_timescale_increment * torch.arange(channels // 2))
-    scaled_time = torch.arange(length)[:, None] * inv_timescales[None, :]
+    inv_timescales = torch.exp(-log_timescale_increment * torch.arange(channels // 2, device="cpu"))
+    scaled_time = torch.arange(length, device="cpu")[:, None] * inv_timescales[None, :]
     return torch.cat([torch.sin(scaled_time), torch.cos(scaled_time)], dim=1)
 
 
@@ -268,7 +272,11 @@ class TextDecoder(nn.Module):
     def __init__(self, n_vocab: int, n_ctx: int, n_state: int, n_head: int, n_layer: int):
         super().__init__()
         self.n_head = n_head
-        self.token_embedding = nn.Embedding(n_vocab, n_state)
+        # built on the meta device (load_model, whose checkpoint brings the weights), the embedding is given
+        # uninitialized: its normal_() fill on meta tensors imports torch._dynamo, over a second of start-up
+        meta = torch.get_default_device().type == "meta"
+        weight = torch.empty(n_vocab, n_state) if meta else None
+        self.token_embedding = nn.Embedding(n_vocab, n_state, _weight=weight)
         self.positional_embedding = nn.Parameter(torch.empty(n_ctx, n_state))
         self.blocks = nn.ModuleList(
             [ResidualAttentionBlock(n_state, n_head, cross_attention=True) for _ in range(n_layer)]
