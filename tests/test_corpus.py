@@ -267,6 +267,9 @@ def test_a_killed_job_rerun_ends_with_every_file_done_once_and_no_temporary_file
 def test_bad_corpus_invocations_are_one_line_and_status_2(tmp_path, capsys):
     assert main(["corpus", str(tmp_path / "nowhere"), "-o", str(tmp_path / "out")]) == 2
     assert capsys.readouterr().err == f"kvwhisper: error: {tmp_path / 'nowhere'}: no such file or folder\n"
+    (tmp_path / "empty").mkdir()
+    assert main(["corpus", str(tmp_path / "empty"), "-o", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err == f"kvwhisper: error: no audio or video files in {tmp_path / 'empty'}\n"
     assert main(["corpus", str(tmp_path), "-o", str(tmp_path / "out"), "--workers", "0"]) == 2
     assert capsys.readouterr().err == "kvwhisper: error: --workers: must be >= 1, not 0\n"
     with pytest.raises(SystemExit) as exit_:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import tqdm
 
 from .engines import local_rows, ray_rows
-from .inputs import Entry, find_inputs, name_clashes
+from .inputs import Entry, InputError, find_inputs, name_clashes
 from .table import ResultsTable, Source, is_current, output_paths
 from .work import JobSpec
 
@@ -70,13 +70,18 @@ def run(
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {ENGINES}, not {engine!r}")
     start = time.perf_counter()
-    entries = find_inputs([inputs] if isinstance(inputs, str) else list(inputs))
+    inputs = [inputs] if isinstance(inputs, str) else list(inputs)
+    entries = find_inputs(inputs)
+    if not entries:
+        raise InputError(f"no audio or video files in {', '.join(inputs)}")
     os.makedirs(output_dir, exist_ok=True)
     spec = JobSpec(output_dir=output_dir, **spec)
     summary = Summary(table=os.path.join(output_dir, "results.jsonl"))
     with ResultsTable(output_dir) as table:
         todo = plan(table, entries, spec, retry_errors, summary)
-        if engine == "local":
+        if not todo:  # all done before: no model to load, no cluster to start
+            rows = iter(())
+        elif engine == "local":
             rows = local_rows(spec, todo)
         else:
             rows = ray_rows(
