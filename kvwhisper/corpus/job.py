@@ -78,7 +78,8 @@ def run(
     spec = JobSpec(output_dir=output_dir, **spec)
     summary = Summary(table=os.path.join(output_dir, "results.jsonl"))
     with ResultsTable(output_dir) as table:
-        todo = plan(table, entries, spec, retry_errors, summary)
+        sized = plan(table, entries, spec, retry_errors, summary)
+        todo = [entry for _, entry in sized]
         if not todo:  # all done before: no model to load, no cluster to start
             rows = iter(())
         elif engine == "local":
@@ -87,13 +88,16 @@ def run(
             rows = ray_rows(
                 spec, todo, workers=workers, threads_per_worker=threads_per_worker, address=address
             )
-        record(table, rows, todo, summary, progress, on_row)
+        record(table, rows, summary, Progress(len(todo), sum(n for n, _ in sized), progress), on_row)
     summary.seconds = time.perf_counter() - start
     return summary
 
 
-def plan(table: ResultsTable, entries: list[Entry], spec: JobSpec, retry_errors: bool, summary: Summary):
-    """The entries still to do, the largest files first. Skipped: a file whose row is current (same source and settings) and either
+def plan(
+    table: ResultsTable, entries: list[Entry], spec: JobSpec, retry_errors: bool, summary: Summary
+) -> list[tuple[int, Entry]]:
+    """The entries still to do with their sizes in bytes, the largest files first. Skipped: a file whose row
+    is current (same source and settings) and either
     done with every output present, or an error (unless ``retry_errors``). A file whose outputs would
     overwrite another's gets an error row here."""
     clashes = name_clashes(entries)
@@ -127,7 +131,7 @@ def plan(table: ResultsTable, entries: list[Entry], spec: JobSpec, retry_errors:
         else:
             todo.append((source.size, entry))
     # the largest first: a long file started last would leave the other workers idle at the end
-    return [entry for _, entry in sorted(todo, key=lambda t: -t[0])]
+    return sorted(todo, key=lambda t: -t[0])
 
 
 def clash_row(entry: Entry, source: Source, spec: JobSpec, why: str) -> dict:
@@ -150,12 +154,9 @@ def clash_row(entry: Entry, source: Source, spec: JobSpec, why: str) -> dict:
     }
 
 
-def record(
-    table: ResultsTable, rows: Iterator[dict], todo: list[Entry], summary: Summary, progress, on_row
-) -> None:
+def record(table: ResultsTable, rows: Iterator[dict], summary: Summary, bar: Progress, on_row) -> None:
     """Each row into the table as it comes, counted once per file however often an engine retried it."""
     counted: dict[str, str] = {}
-    bar = Progress(len(todo), progress)
     with bar:
         for row in rows:
             table.add(row)
@@ -176,17 +177,17 @@ def record(
 
 
 class Progress:
-    """Files done of the job's, hours of audio, speed (audio seconds per wall second) and tqdm's ETA."""
+    """Files done of the job's, hours of audio, speed (audio seconds per wall second), and the time left
+    estimated from the bytes done (the largest files go first, so files done would misjudge it)."""
 
-    def __init__(self, total: int, enabled: bool | None):
+    FORMAT = "{desc}{percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} files [{elapsed}{postfix}]"
+
+    def __init__(self, files: int, size: int, enabled: bool | None):
+        disable = None if enabled is None else not enabled
         self.bar = tqdm.tqdm(
-            total=total,
-            unit="file",
-            disable=None if enabled is None else not enabled,
-            file=sys.stderr,
-            dynamic_ncols=True,
+            total=files, bar_format=self.FORMAT, disable=disable, file=sys.stderr, dynamic_ncols=True
         )
-        self.audio = 0.0
+        self.size, self.done_bytes, self.audio = size, 0, 0.0
         self.start = time.perf_counter()
 
     def __enter__(self) -> Progress:
@@ -197,6 +198,10 @@ class Progress:
 
     def update(self, row: dict) -> None:
         self.audio += row.get("duration") or 0.0
-        speed = self.audio / max(time.perf_counter() - self.start, 1e-9)
-        self.bar.set_postfix_str(f"{self.audio / 3600:.2f} h audio, {speed:.1f}x real time", refresh=False)
+        self.done_bytes += max(row.get("size") or 0, 0)
+        elapsed = max(time.perf_counter() - self.start, 1e-9)
+        left = elapsed * (self.size - self.done_bytes) / self.done_bytes if self.done_bytes else None
+        eta = "?" if left is None else tqdm.tqdm.format_interval(max(left, 0.0))
+        postfix = f"{self.audio / 3600:.2f} h audio, {self.audio / elapsed:.1f}x real time, ETA {eta}"
+        self.bar.set_postfix_str(postfix, refresh=False)
         self.bar.update(1)
