@@ -122,7 +122,12 @@ def test_table_keeps_the_newest_row_per_file_and_skips_a_cut_line(tmp_path):
     table.write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"path": "/c", "sta')
     assert read_rows(str(table)) == {"/b": rows[1], "/a": rows[2]}
     with ResultsTable(str(tmp_path)) as t:  # opening rewrites it with one row per file
-        t.add({"path": "/d", "status": "done"})
+        t.add({"path": "/d", "status": "done", "text": " a transcript"})
+        assert t.rows == {
+            "/b": rows[1],
+            "/a": rows[2],
+            "/d": {"path": "/d", "status": "done"},
+        }  # no text kept
     assert [json.loads(line)["path"] for line in table.read_text().splitlines()] == ["/b", "/a", "/d"]
 
 

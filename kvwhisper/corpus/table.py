@@ -18,7 +18,7 @@ import hashlib
 import json
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from ..transcribe.writers import atomic_open
@@ -74,7 +74,7 @@ def file_hash(path: str) -> str:
 
 class ResultsTable:
     """``results.jsonl`` of ``output_dir``, open for one job (a context manager): locked, cleared of
-    temporary files a killed job left, read into ``rows`` (path -> newest row)."""
+    temporary files a killed job left, read into ``rows`` (path -> its newest row, `brief`)."""
 
     def __init__(self, output_dir: str):
         self.output_dir = output_dir
@@ -91,8 +91,8 @@ class ResultsTable:
             self._lock.close()
             raise CorpusLockedError(f"another corpus job is writing to {self.output_dir}") from None
         self.removed = remove_temporary_files(self.output_dir)
-        self.rows = read_rows(self.path)
         self.rewrite()
+        self.rows = {path: brief(row) for _, row in _lines(self.path) if (path := row["path"])}
         self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 (appended to until exit)
         return self
 
@@ -109,28 +109,46 @@ class ResultsTable:
         self._file.write(json.dumps(row, ensure_ascii=False) + "\n")
         self._file.flush()
         os.fsync(self._file.fileno())
-        self.rows[row["path"]] = row
+        self.rows[row["path"]] = brief(row)
 
     def rewrite(self) -> None:
-        """The table as one row per file, replaced whole."""
+        """The table as one row per file (each file's newest, in the order they were added), replaced whole.
+        Streamed from the file, so memory holds a line number per file, not the rows."""
+        last: dict[str, int] = {}
+        for number, row in _lines(self.path):
+            last[row["path"]] = number
+        keep = set(last.values())
         with atomic_open(self.path) as f:
-            for row in self.rows.values():
-                f.write(json.dumps(row, ensure_ascii=False) + "\n")
+            for number, row in _lines(self.path):
+                if number in keep:
+                    f.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
-def read_rows(path: str) -> dict[str, dict]:
-    """path -> the newest row of a results table (a missing table: none). A line that is not a whole row
+def brief(row: dict) -> dict:
+    """What a job keeps of a row in memory: all but the transcript (an hour of speech is ~50 kB of text)."""
+    return {key: value for key, value in row.items() if key != "text"}
+
+
+def _lines(path: str) -> Iterator[tuple[int, dict]]:
+    """(line number, row) of a results table's whole rows (a missing table: none); a line that is not a row
     (the last one, cut short by a kill) is skipped."""
-    rows: dict[str, dict] = {}
     with contextlib.suppress(FileNotFoundError), open(path, encoding="utf-8") as f:
-        for line in f:
+        for number, line in enumerate(f):
             try:
                 row = json.loads(line)
             except json.JSONDecodeError:
                 continue
             if isinstance(row, dict) and isinstance(row.get("path"), str):
-                rows.pop(row["path"], None)  # the newest row goes last, keeping the job's order
-                rows[row["path"]] = row
+                yield number, row
+
+
+def read_rows(path: str) -> dict[str, dict]:
+    """path -> the newest row of a results table (a missing table: none), in the order they were added. A
+    line that is not a whole row (the last one, cut short by a kill) is skipped."""
+    rows: dict[str, dict] = {}
+    for _, row in _lines(path):
+        rows.pop(row["path"], None)  # the newest row goes last, keeping the job's order
+        rows[row["path"]] = row
     return rows
 
 
