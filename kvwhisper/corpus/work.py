@@ -75,7 +75,7 @@ class Transcriber:
 
     def rows(self, entries: Iterable[tuple[str, str]]) -> Iterator[dict]:
         """(path, name) pairs -> their rows, as each file finishes (files are decoded together)."""
-        opened: list[_Opened] = []
+        opened: dict[int, _Opened] = {}  # transcribe_iter's index -> the file, until it is done
         failed: list[dict] = []
 
         def waveforms() -> Iterator[np.ndarray]:
@@ -84,16 +84,16 @@ class Transcriber:
                 if isinstance(item, dict):
                     failed.append(item)
                 else:
-                    opened.append(item)
+                    opened[len(opened) + done] = item
                     yield item.samples
 
-        clock = time.perf_counter()
+        clock, done = time.perf_counter(), 0
         options = {**self.options, "batch_size": self.spec.batch_size}
         for index, result in transcribe_iter(self.model, waveforms(), **options):
             while failed:
                 yield failed.pop()
-            item, now = opened[index], time.perf_counter()
-            item.samples = None  # the scheduler holds what it still needs
+            item, now = opened.pop(index), time.perf_counter()
+            done += 1
             yield self._finish(item, result, now - clock)
             clock = now
         yield from failed
