@@ -1,4 +1,4 @@
-"""The one compiled part: kvwhisper/cpu/_kernels.c, optional (everything else is in pyproject.toml).
+"""The compiled parts: kvwhisper/cpu/_kernels.c and _amx.c, each optional (everything else is in pyproject.toml).
 
 Where it cannot be built (no C compiler, not x86-64), the install goes on without it and the decode step
 runs on torch's own operations (oneDNN products, scaled_dot_product_attention): see kvwhisper/cpu/kernels.py.
@@ -14,6 +14,13 @@ setup(
             extra_compile_args=["-O3", "-fopenmp"],
             extra_link_args=["-fopenmp"],
             optional=True,
-        )
+        ),
+        Extension(
+            "kvwhisper.cpu._amx",
+            sources=["kvwhisper/cpu/_amx.c"],
+            extra_compile_args=["-O3", "-fopenmp"],
+            extra_link_args=["-fopenmp"],
+            optional=True,
+        ),
     ]
 )

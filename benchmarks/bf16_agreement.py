@@ -6,8 +6,12 @@ goes another way (and conditioning on previous text carries that into the next w
 several variants; the table gives how many clips get exactly fp32's tokens, and the mean |difference| of the
 encoder output.
 
-- bf16: the default (encoder self-attention in fp32 head by head, decoder residual stream in fp32);
-- bf16, bf16 stream: the decoder's residual stream rounded to bf16 (kvwhisper before the third session);
+- bf16: the default (decoder residual stream in fp32; encoder self-attention on AMX where the CPU has it,
+  probabilities rounded to bf16, else in fp32 head by head);
+- bf16, bf16 stream: the decoder's residual stream rounded to bf16;
+- bf16, fp32 encoder attention: the encoder's self-attention in fp32 head by head (the default without AMX);
+- bf16, AMX attention, 16-bit probabilities: the AMX kernel with the probabilities as hi + lo bf16 (`amx.SPLIT`,
+  AMX CPUs only);
 - bf16, SDPA encoder: the encoder's self-attention through the bf16 flash kernel;
 - bf16 encoder + fp32 decoder / fp32 encoder + bf16 decoder: where the differences come from.
 
@@ -25,6 +29,7 @@ import torch.nn.functional as F
 
 import kvwhisper
 from kvwhisper.audio import load_audio, log_mel_spectrogram, pad_or_trim
+from kvwhisper.cpu import amx
 from kvwhisper.cpu.ops import CPUOps
 from kvwhisper.decoding import decode
 from kvwhisper.model import network as model_mod
@@ -60,6 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     variants = [
         "bf16",
         "bf16, bf16 stream",
+        "bf16, fp32 encoder attention",
+        *(["bf16, AMX attention, 16-bit probabilities"] if amx.available() else []),
         "bf16, SDPA encoder",
         "bf16 encoder + fp32 decoder",
         "fp32 encoder + bf16 decoder",
@@ -74,6 +81,8 @@ def main(argv: list[str] | None = None) -> int:
                 for v in variants:
                     model_mod.TextDecoder.embed = bf16_stream if v == "bf16, bf16 stream" else embed
                     CPUOps.self_attend = sdpa if "SDPA" in v else self_attend
+                    amx.ENABLED = v != "bf16, fp32 encoder attention"
+                    amx.SPLIT = v == "bf16, AMX attention, 16-bit probabilities"
                     f16 = bf16.embed_audio(mel[None])
                     if v == "bf16 encoder + fp32 decoder":
                         tokens = decode(fp32, f16.float())[0].tokens
@@ -85,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
                     enc_diff[v] += (f16.float() - f32).abs().mean().item() / len(mels)
     finally:
         model_mod.TextDecoder.embed, CPUOps.self_attend = embed, self_attend
+        amx.ENABLED, amx.SPLIT = True, False
     rows = [{"variant": v, "same": same[v], "clips": len(mels), "enc_diff": enc_diff[v]} for v in variants]
     title = f"Greedy tokens equal to fp32's, {args.model}, {len(mels)} English clips (first 30 s each)"
     cols = [

@@ -363,9 +363,10 @@ def test_real_decoder_weights_are_fp16_numbers_and_the_kernel_keeps_greedy_token
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_encoder_self_attention_head_by_head_matches_sdpa(dtype):
-    from kvwhisper.cpu import CPUOps
+def test_encoder_self_attention_head_by_head_matches_sdpa(dtype, monkeypatch):
+    from kvwhisper.cpu import CPUOps, amx
 
+    monkeypatch.setattr(amx, "ENABLED", False)  # bf16 on an AMX CPU: tests below
     self_attend = CPUOps().self_attend
 
     torch.manual_seed(0)
@@ -416,3 +417,103 @@ def test_plain_network_gives_the_accelerated_tokens(jfk_path):
     for a, p in zip(accelerated, plain):
         assert a.tokens == p.tokens and a.text == p.text
         assert abs(a.avg_logprob - p.avg_logprob) < 1e-4
+
+
+# -- the encoder's bf16 self-attention on AMX ----------------------------------------------------------------
+
+needs_amx = pytest.mark.skipif(
+    not __import__("kvwhisper.cpu.amx", fromlist=["available"]).available(),
+    reason="this CPU (or this build) has no AMX-BF16: the fp32 head-by-head path runs instead",
+)
+
+
+def _fused_qkv(N, H, T, seed=0, scale=2.0):
+    """q, k, v as the encoder has them: (N, H, T, 64) bf16 views of one fused (N, T, 3 * H * 64) product."""
+    g = torch.Generator().manual_seed(seed)
+    qkv = (torch.randn(N, T, 3 * H * 64, generator=g) * scale).bfloat16()
+    return [t.view(N, T, H, 64).transpose(1, 2) for t in qkv.split(H * 64, dim=-1)]
+
+
+@needs_amx
+@pytest.mark.parametrize("split", [True, False])
+@pytest.mark.parametrize("N,H,T,S", [(1, 6, 1500, 1500), (2, 3, 37, 70), (1, 2, 33, 64), (1, 1, 5, 1)])
+def test_amx_attention_matches_fp32_attention(N, H, T, S, split, monkeypatch):
+    from kvwhisper.cpu import amx
+
+    monkeypatch.setattr(amx, "SPLIT", split)
+    q, k, v = _fused_qkv(N, H, max(T, S))
+    q = q[:, :, :T]
+    k, v = k[:, :, :S], v[:, :, :S]
+    assert amx.applies(q, k, v)
+    expected = F.scaled_dot_product_attention(q.float(), k.float(), v.float())
+    with torch.inference_mode():
+        got = amx.attend(q, k, v)
+    assert got.dtype == torch.bfloat16 and got.shape == q.shape
+    assert got.transpose(1, 2).is_contiguous()  # laid out (N, T, H, D): the head merge is a view
+    # the result rounded to bf16 once: at most one bf16 step (2^-8 relative) from fp32 attention, plus the
+    # probabilities' rounding
+    torch.testing.assert_close(got.float(), expected, atol=2e-2, rtol=8e-3)
+
+
+@needs_amx
+def test_amx_split_probabilities_are_closer_to_fp32_than_one_bf16(monkeypatch):
+    from kvwhisper.cpu import amx
+
+    q, k, v = _fused_qkv(1, 4, 1500)
+    expected = F.scaled_dot_product_attention(q.float(), k.float(), v.float())
+    err = {}
+    with torch.inference_mode():
+        for split in (True, False):
+            monkeypatch.setattr(amx, "SPLIT", split)
+            err[split] = (amx.attend(q, k, v).float() - expected).abs().mean().item()
+        flash = (F.scaled_dot_product_attention(q, k, v).float() - expected).abs().mean().item()
+    # what is left with split probabilities is the output's own rounding to bf16: err of rounding `expected`
+    rounding = (expected.bfloat16().float() - expected).abs().mean().item()
+    assert err[True] < 1.02 * rounding
+    assert err[False] > 1.05 * rounding and flash > 1.05 * rounding
+
+
+@needs_amx
+def test_amx_attention_does_not_depend_on_the_thread_count():
+    from kvwhisper.cpu import amx
+
+    q, k, v = _fused_qkv(2, 3, 300)
+    threads = torch.get_num_threads()
+    try:
+        with torch.inference_mode():
+            torch.set_num_threads(1)
+            one = amx.attend(q, k, v)
+            torch.set_num_threads(2)
+            two = amx.attend(q, k, v)
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(one, two)
+
+
+def test_amx_applies_only_to_bf16_heads_of_64_outside_autograd(monkeypatch):
+    from kvwhisper.cpu import CPUOps, amx
+
+    q, k, v = _fused_qkv(1, 2, 40)
+    assert not amx.applies(q.float(), k.float(), v.float())
+    assert not amx.applies(q[..., :32], k[..., :32], v[..., :32])
+    with torch.enable_grad():  # where autograd would record the product
+        assert not amx.applies(q.detach().clone().requires_grad_(), k, v)
+    # switched off (a CPU without AMX takes the same path): the encoder attends in fp32 head by head
+    monkeypatch.setattr(amx, "ENABLED", False)
+    q, k, v = _fused_qkv(1, 2, 600)
+    assert not amx.applies(q, k, v)
+    with torch.inference_mode():
+        got = CPUOps().self_attend(q, k, v)
+    expected = F.scaled_dot_product_attention(q.float(), k.float(), v.float())
+    torch.testing.assert_close(got.float(), expected, atol=2e-2, rtol=8e-3)
+
+
+def test_amx_kernel_refuses_bad_calls():
+    from kvwhisper.cpu import amx
+
+    if amx._c is None:
+        pytest.skip("the AMX extension is not built here")
+    with pytest.raises(TypeError):
+        amx._c.attend(1, 2, 3)
+    with pytest.raises(TypeError):
+        amx._c.attend(0, 0, 0, 0, 1, 1, 1, 1, 0.125, (1, 1), (1, 1, 1), (1, 1, 1), (1, 1, 1), True, 1)

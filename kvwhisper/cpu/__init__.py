@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from torch import nn
 
-from . import kernels, packed
+from . import amx, kernels, packed
 from .ops import CPUOps
 from .packed import PackedLinear
 
-__all__ = ["CPUOps", "PackedLinear", "accelerate", "kernels", "packed"]
+__all__ = ["CPUOps", "PackedLinear", "accelerate", "amx", "kernels", "packed"]
 
 
 def accelerate(model: nn.Module) -> nn.Module:

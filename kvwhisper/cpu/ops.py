@@ -2,8 +2,9 @@
 
 - few-query attention (decode steps, cross-attention) in fp32 through the C kernel where it is built, else
   fp32 scaled_dot_product_attention: fp32 is the more exact, and on CPU the faster, of the two for bf16 models;
-- the encoder's self-attention in fp32, head by head and a chunk of queries at a time, as two oneDNN products
-  around a softmax whose scores stay in cache;
+- the encoder's self-attention: for a bf16 model on a CPU with AMX, the AMX kernel (amx.py); otherwise in fp32,
+  head by head and a chunk of queries at a time, as two oneDNN products around a softmax whose scores stay in
+  cache;
 - the q/k/v projections as one product over their stacked packed weights, and the tied output projection
   through its packed weight (packed.py);
 - the decoder's residual stream and the cross-attention K/V kept in fp32 whatever the weights' dtype, so a bf16
@@ -17,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from . import kernels
+from . import amx, kernels
 from .packed import PackedLinear, PackedWeight, fused_linear
 from .packed import enabled as packed_enabled
 from .packed import linear as packed_linear
@@ -42,6 +43,8 @@ class CPUOps:
         return F.scaled_dot_product_attention(q.to(k.dtype), k, v)
 
     def self_attend(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+        if amx.applies(q, k, v):  # a bf16 model on a CPU with AMX
+            return amx.attend(q, k, v)
         N, H, T, D = q.shape
         if q.device.type != "cpu" or T < SELF_ATTEND_CHUNK or not packed_enabled(torch.float32, q, k, v):
             return F.scaled_dot_product_attention(q, k, v)
