@@ -71,11 +71,11 @@ def step_times(model_name: str, dtype: str, batch: int, rounds: int, steps: int)
                     kernels.ENABLED = kern
                     cache.rewind(start)
                     for _ in range(3):  # warm-up (the packed copies are made here)
-                        model.decoder(token, cache, last_only=True)
+                        model.decoder(token, cache, positions=(-1,))
                     cache.rewind(start)
                     t0 = time.perf_counter()
                     for _ in range(steps):
-                        model.decoder(token, cache, last_only=True)
+                        model.decoder(token, cache, positions=(-1,))
                     times[name].append((time.perf_counter() - t0) / steps * 1e3)
     finally:
         packed.ENABLED, packed.FUSE, CPUOps.attend = True, True, ATTEND
