@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import random_mel, tiny_fp16_valued_model
 
 # -- packed weights and fused products --------------------------------------------------------------------
 
@@ -517,3 +518,81 @@ def test_amx_kernel_refuses_bad_calls():
         amx._c.attend(1, 2, 3)
     with pytest.raises(TypeError):
         amx._c.attend(0, 0, 0, 0, 1, 1, 1, 1, 0.125, (1, 1), (1, 1, 1), (1, 1, 1), (1, 1, 1), True, 1)
+
+
+# -- a decoder layer's step in one call --------------------------------------------------------------------
+
+
+def _decode_steps(model, windows: int, group: int, steps: int = 6):
+    """Logits of a prompt and `steps` random one-token steps for `windows` x `group` rows, and the self K/V."""
+    rows = windows * group
+    with torch.inference_mode():
+        cache = model.new_cache(rows)
+        model.fill_cross(cache, model.embed_audio(random_mel(n=windows)))
+        logits = [model.decoder(torch.tensor([[50257, 50362]]).repeat(rows, 1), cache, positions=(-1,))[0]]
+        g = torch.Generator().manual_seed(0)
+        for _ in range(steps):
+            tokens = torch.randint(0, 50000, (rows, 1), generator=g)
+            logits.append(model.decoder(tokens, cache, positions=(-1,))[0])
+    return torch.cat(logits, 1), cache.self_k[:, :, :, : cache.position].clone()
+
+
+@pytest.mark.parametrize("windows,group", [(1, 1), (2, 1), (1, 5), (2, 3)])
+def test_decoder_layer_in_one_call_equals_op_by_op(windows, group, monkeypatch):
+    from kvwhisper.cpu import kernels, ops
+
+    if not kernels.available():
+        pytest.skip("the C kernels are not built or this CPU runs neither version")
+    model = tiny_fp16_valued_model()
+    calls = []
+    one_call = kernels.decoder_layer
+    monkeypatch.setattr(kernels, "decoder_layer", lambda *a: calls.append(1) or one_call(*a))
+    fused = _decode_steps(model, windows, group)
+    assert len(calls) == 6 * model.dims.n_text_layer  # every one-token step of every layer, not the prompt
+    monkeypatch.setattr(ops, "BLOCK_STEP", False)
+    op_by_op = _decode_steps(model, windows, group)
+    assert len(calls) == 6 * model.dims.n_text_layer
+    torch.testing.assert_close(fused[0], op_by_op[0], atol=2e-4, rtol=1e-4)
+    torch.testing.assert_close(fused[1], op_by_op[1], atol=1e-5, rtol=1e-5)
+
+
+def test_decoder_layer_does_not_apply_where_its_kernels_cannot(monkeypatch):
+    from kvwhisper.cpu import kernels
+
+    model = tiny_fp16_valued_model()
+    block = model.decoder.blocks[0]
+    with torch.inference_mode():
+        cache = model.new_cache(9)
+        model.fill_cross(cache, model.embed_audio(random_mel(n=1)))
+        x = torch.randn(9, 1, model.dims.n_text_state)
+        ops = model.decoder.ops
+        assert (
+            ops.block_step(block, x, [(slice(0, 9), cache.layer(0), 0)]) is None
+        )  # 9 rows of a window: 8 at most
+        two = cache.rows(slice(0, 2)).layer(0)
+        assert (
+            ops.block_step(block, x[:2].repeat(1, 2, 1), [(slice(0, 2), two, 0)]) is None
+        )  # two tokens a row
+        monkeypatch.setattr(kernels, "ENABLED", False)
+        assert ops.block_step(block, x[:1], [(slice(0, 1), cache.rows(slice(0, 1)).layer(0), 0)]) is None
+
+
+def test_decoder_layer_kernel_refuses_bad_calls():
+    from kvwhisper.cpu import kernels
+
+    if kernels._c is None:
+        pytest.skip("the C kernels are not built here")
+    with pytest.raises(TypeError):
+        kernels._c.decoder_layer((0,) * 18, (1,) * 6, ((0,) * 21,), 1e-5, 1)
+    with pytest.raises(ValueError):
+        kernels._c.decoder_layer((0,) * 19, (1,) * 6, ((0,) * 21,), 1e-5, 1)
+    ok = (1,) * 19  # pointers are not read before the shapes are checked
+    one = (0, 1, 0, 1, 1500, 1, 1, 1, 1, *(1,) * 12)
+    with pytest.raises(ValueError, match="do not cover"):
+        kernels._c.decoder_layer(ok, (2, 64, 4, 16, 256, 0), (one,), 1e-5, 1)
+    with pytest.raises(ValueError, match="bad segment"):
+        kernels._c.decoder_layer(
+            ok, (9, 64, 4, 16, 256, 0), ((0, 9, 0, 1, 1500, 1, 1, 1, 1, *(1,) * 12),), 1e-5, 1
+        )
+    with pytest.raises(ValueError, match="bad shape"):
+        kernels._c.decoder_layer(ok, (1, 64, 4, 8, 256, 0), (one,), 1e-5, 1)

@@ -36,6 +36,8 @@ defined), and, at its end, the width-generic kernels. */
 #include <stddef.h>
 #include <math.h>
 #include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -280,6 +282,111 @@ attend(const float *q, const long *qs, const float *k, const long *ks, const flo
         }
     }
 }
+
+/* ---- one decoder layer for one new token per row (the cached decode step), in one call ----
+
+   x (M rows of C, fp32) is the residual stream, updated in place:
+     x += out(self_attention(ln1(x)))     q/k/v as one product; the new k/v written into the cache at `position`
+     x += cross_out(cross_attention(ln2(x)))   over the window's audio K/V, the G rows of a window together
+     x += fc2(gelu(fc1(ln3(x))))
+   with the products through gemv (2-byte weights, fp32 arithmetic) over all M rows at once, and the attention
+   through attend, segment by segment: a segment is a run of rows with its own cache, position and audio K/V
+   (one for a decoder call; one per window for several windows stepped together, decoding/batch.py). Each row
+   is computed on its own, in one order, so a row's result does not depend on the rows or segments beside it.
+   The torch operations between the kernels in the Python step (layer norms, GELU, copies, head splits) are
+   done here on the few rows directly. */
+struct segment {
+    int row0, rows, position, windows, S_cross; /* rows [row0, row0 + rows), `windows` windows of rows / windows */
+    float *k_cache, *v_cache;                   /* (rows, H, capacity, D), strides kcs / vcs (row, head, position) */
+    const float *cross_k, *cross_v;             /* (windows, H, S_cross, D), strides cks / cvs */
+    long kcs[3], vcs[3], cks[3], cvs[3];
+};
+
+struct layer {
+    const float *ln[6];   /* ln1 weight, bias, ln2 weight, bias, ln3 weight, bias (fp32) */
+    const uint16_t *w[6]; /* packed weights: qkv, out, cross q, cross out, fc1, fc2 */
+    const float *b[6];    /* their fp32 biases (NULL: none) */
+    float eps;
+    int M, C, H, D, F, bf16;
+};
+
+static void
+layer_norm(const float *x, const float *w, const float *b, float eps, int M, int C, float *y)
+{
+    for (int m = 0; m < M; m++) {
+        const float *xr = x + (size_t)m * C;
+        float *yr = y + (size_t)m * C;
+        double sum = 0, sq = 0;
+        for (int c = 0; c < C; c++) sum += xr[c];
+        float mean = (float)(sum / C);
+        for (int c = 0; c < C; c++) sq += (double)(xr[c] - mean) * (xr[c] - mean);
+        float inv = 1.0f / sqrtf((float)(sq / C) + eps);
+        for (int c = 0; c < C; c++) yr[c] = (xr[c] - mean) * inv * w[c] + b[c];
+    }
+}
+
+/* the exact GELU, x * (1 + erf(x / sqrt(2))) / 2, in place */
+static void
+gelu(float *x, size_t n)
+{
+    for (size_t i = 0; i < n; i++) x[i] = 0.5f * x[i] * (1.0f + erff(x[i] * (float)M_SQRT1_2));
+}
+
+/* returns 0, or -1 where the scratch could not be allocated */
+static int
+decoder_layer(const struct layer *L, const struct segment *seg, int n_seg, float *x, int threads)
+{
+    int M = L->M, C = L->C, H = L->H, D = L->D, F = L->F, bf16 = L->bf16;
+    size_t most = 1;
+    for (int i = 0; i < n_seg; i++) {
+        size_t self = (size_t)seg[i].position + 1, cross = (size_t)(seg[i].rows / seg[i].windows) * seg[i].S_cross;
+        if (self > most) most = self;
+        if (cross > most) most = cross;
+    }
+    if (threads < 1) threads = 1;
+    float *h = malloc(sizeof(float) * ((size_t)M * (6 * (size_t)C + F) + (size_t)threads * most));
+    if (!h) return -1;
+    float *qkv = h + (size_t)M * C, *o = qkv + (size_t)M * 3 * C, *mlp = o + (size_t)M * C;
+    float *scores = mlp + (size_t)M * F;
+
+    /* self-attention over each segment's cache, the new token's k/v written at its position */
+    layer_norm(x, L->ln[0], L->ln[1], L->eps, M, C, h);
+    gemv(L->w[0], h, qkv, L->b[0], NULL, M, 3 * C, C, bf16, threads);
+    for (int i = 0; i < n_seg; i++) {
+        const struct segment *s = &seg[i];
+        for (int m = 0; m < s->rows; m++)
+            for (int hd = 0; hd < H; hd++) {
+                const float *row = qkv + (size_t)(s->row0 + m) * 3 * C + (size_t)hd * D;
+                long at = (long)s->position;
+                memcpy(s->k_cache + m * s->kcs[0] + hd * s->kcs[1] + at * s->kcs[2], row + C, sizeof(float) * D);
+                memcpy(s->v_cache + m * s->vcs[0] + hd * s->vcs[1] + at * s->vcs[2], row + 2 * C, sizeof(float) * D);
+            }
+        long qs[3] = {3L * C, D, 3L * C}, os[3] = {C, D, C};
+        attend(qkv + (size_t)s->row0 * 3 * C, qs, s->k_cache, s->kcs, s->v_cache, s->vcs, o + (size_t)s->row0 * C,
+               os, s->rows, H, 1, s->position + 1, D, scores, threads);
+    }
+    gemv(L->w[1], o, x, L->b[1], x, M, C, C, bf16, threads);
+
+    /* cross-attention: a window's G rows are its query rows over its audio K/V */
+    layer_norm(x, L->ln[2], L->ln[3], L->eps, M, C, h);
+    gemv(L->w[2], h, qkv, L->b[2], NULL, M, C, C, bf16, threads);
+    for (int i = 0; i < n_seg; i++) {
+        const struct segment *s = &seg[i];
+        int G = s->rows / s->windows;
+        long qs[3] = {(long)G * C, D, C};
+        attend(qkv + (size_t)s->row0 * C, qs, s->cross_k, s->cks, s->cross_v, s->cvs, o + (size_t)s->row0 * C, qs,
+               s->windows, H, G, s->S_cross, D, scores, threads);
+    }
+    gemv(L->w[3], o, x, L->b[3], x, M, C, C, bf16, threads);
+
+    /* MLP */
+    layer_norm(x, L->ln[4], L->ln[5], L->eps, M, C, h);
+    gemv(L->w[4], h, mlp, L->b[4], NULL, M, F, C, bf16, threads);
+    gelu(mlp, (size_t)M * F);
+    gemv(L->w[5], mlp, x, L->b[5], x, M, C, F, bf16, threads);
+    free(h);
+    return 0;
+}
 #endif
 
 static int
@@ -446,6 +553,103 @@ py_attend(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     Py_RETURN_NONE;
 }
 
+/* decoder_layer(pointers, dims, segments, eps, threads): one decoder layer's step (struct layer above).
+   pointers: 19 ints (0 or None: no bias): x, ln1 w, b, qkv w, b, out w, b, ln2 w, b, cross q w, b, cross out w,
+   b, ln3 w, b, fc1 w, b, fc2 w, b. dims: M, C, H, D, F, bf16. segments: a tuple of 21-int tuples: row0, rows,
+   position, windows, S_cross, k cache, v cache, cross k, cross v, then the (row or window, head, position)
+   strides of k cache, v cache, cross k, cross v. */
+#define SEGMENT_INTS 21
+static PyObject *
+py_decoder_layer(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    static const char usage[] = "decoder_layer takes 5 arguments: pointers (19), dims (6), segments (tuples of 21), "
+                                "eps, threads";
+    if (nargs != 5 || !PyTuple_Check(args[0]) || PyTuple_GET_SIZE(args[0]) != 19 || !PyTuple_Check(args[1]) ||
+        PyTuple_GET_SIZE(args[1]) != 6 || !PyTuple_Check(args[2]) || PyTuple_GET_SIZE(args[2]) < 1) {
+        PyErr_SetString(PyExc_TypeError, usage);
+        return NULL;
+    }
+    void *p[19];
+    long d[6];
+    if (parse_args(&PyTuple_GET_ITEM(args[0], 0), 19, 19, p, 0, NULL, usage) ||
+        parse_args(&PyTuple_GET_ITEM(args[1], 0), 6, 0, NULL, 6, d, usage))
+        return NULL;
+    double eps = PyFloat_AsDouble(args[3]);
+    long threads = PyLong_AsLong(args[4]);
+    if (PyErr_Occurred()) return NULL;
+    for (int i = 0; i < 19; i++)
+        if (!p[i] && i != 4 && i != 6 && i != 10 && i != 12 && i != 16 && i != 18) { /* biases may be none */
+            PyErr_SetString(PyExc_ValueError, "decoder_layer: null pointer");
+            return NULL;
+        }
+    /* M, C, H, D, F */
+    if (d[0] < 1 || d[1] < 1 || d[2] < 1 || d[3] < 16 || d[3] % 16 || d[3] > 128 || d[2] * d[3] != d[1] ||
+        d[4] < 1) {
+        PyErr_SetString(PyExc_ValueError, "decoder_layer: bad shape (head size a multiple of 16 up to 128)");
+        return NULL;
+    }
+    if (!supported()) {
+        PyErr_SetString(PyExc_RuntimeError, "decoder_layer" NO_KERNEL);
+        return NULL;
+    }
+#if HAVE_KERNEL
+    Py_ssize_t n_seg = PyTuple_GET_SIZE(args[2]);
+    struct segment *seg = PyMem_RawMalloc(sizeof(struct segment) * n_seg);
+    if (!seg) return PyErr_NoMemory();
+    long next_row = 0;
+    for (Py_ssize_t i = 0; i < n_seg; i++) {
+        PyObject *t = PyTuple_GET_ITEM(args[2], i);
+        long v[SEGMENT_INTS];
+        if (!PyTuple_Check(t) || PyTuple_GET_SIZE(t) != SEGMENT_INTS) {
+            PyErr_SetString(PyExc_TypeError, usage);
+            goto fail;
+        }
+        for (int j = 0; j < SEGMENT_INTS; j++) v[j] = PyLong_AsLong(PyTuple_GET_ITEM(t, j));
+        if (PyErr_Occurred()) goto fail;
+        /* rows in order and covering x; at most ATTEND_ROWS rows per window; non-null buffers */
+        if (v[0] != next_row || v[1] < 1 || v[2] < 0 || v[3] < 1 || v[1] % v[3] || v[1] / v[3] > ATTEND_ROWS ||
+            v[4] < 1 || !v[5] || !v[6] || !v[7] || !v[8]) {
+            PyErr_SetString(PyExc_ValueError, "decoder_layer: bad segment (rows in order, at most 8 a window)");
+            goto fail;
+        }
+        next_row += v[1];
+        seg[i] = (struct segment){
+            .row0 = (int)v[0], .rows = (int)v[1], .position = (int)v[2], .windows = (int)v[3], .S_cross = (int)v[4],
+            .k_cache = (float *)v[5], .v_cache = (float *)v[6], .cross_k = (const float *)v[7],
+            .cross_v = (const float *)v[8],
+        };
+        memcpy(seg[i].kcs, v + 9, sizeof seg[i].kcs);
+        memcpy(seg[i].vcs, v + 12, sizeof seg[i].vcs);
+        memcpy(seg[i].cks, v + 15, sizeof seg[i].cks);
+        memcpy(seg[i].cvs, v + 18, sizeof seg[i].cvs);
+    }
+    if (next_row != d[0]) {
+        PyErr_SetString(PyExc_ValueError, "decoder_layer: the segments do not cover the rows");
+        goto fail;
+    }
+    struct layer L = {
+        .ln = {p[1], p[2], p[7], p[8], p[13], p[14]},
+        .w = {p[3], p[5], p[9], p[11], p[15], p[17]},
+        .b = {p[4], p[6], p[10], p[12], p[16], p[18]},
+        .eps = (float)eps,
+        .M = (int)d[0], .C = (int)d[1], .H = (int)d[2], .D = (int)d[3], .F = (int)d[4], .bf16 = d[5] != 0,
+    };
+    int rc;
+    Py_BEGIN_ALLOW_THREADS
+    rc = decoder_layer(&L, seg, (int)n_seg, p[0], (int)threads);
+    Py_END_ALLOW_THREADS
+    PyMem_RawFree(seg);
+    if (rc) return PyErr_NoMemory();
+    Py_RETURN_NONE;
+fail:
+    PyMem_RawFree(seg);
+    return NULL;
+#else
+    (void)threads;
+    Py_RETURN_NONE;
+#endif
+}
+
 static PyMethodDef methods[] = {
     {"supported", py_supported, METH_NOARGS,
      "Whether this CPU runs the kernels (AVX-512, or AVX2, with F16C and FMA)."},
@@ -456,6 +660,8 @@ static PyMethodDef methods[] = {
      "gemv(w, x, y, bias, add, M, N, K, bf16, threads): y = x @ W.T + bias + add, W packed fp16 or bf16."},
     {"attend", (PyCFunction)(void (*)(void))py_attend, METH_FASTCALL,
      "attend(q, k, v, o, N, H, R, S, D, q_strides, k_strides, v_strides, o_strides, threads): softmax attention."},
+    {"decoder_layer", (PyCFunction)(void (*)(void))py_decoder_layer, METH_FASTCALL,
+     "decoder_layer(pointers, dims, segments, eps, threads): one decoder layer's one-token step, x in place."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -11,6 +11,10 @@ operations do on this CPU, in fp32 arithmetic (benchmarks/RESULTS.md):
 - `attend`: softmax attention of up to 8 query rows per (batch, head), reading K and V once in place. Used by
   model.attend for decode steps (one new token over the self-attention cache, a window's beams over its
   cross-attention K/V).
+- `decoder_layer`: a whole decoder layer's one-token step in one call (layer norms, the products through
+  `gemv`, the attention through `attend`, GELU, the residual adds, the new K/V written into the cache): the
+  same kernels as the step op by op, without the ~20 torch operations and the Python between them. Used by
+  `CPUOps.block_step` (ops.py).
 
 Both need the compiled extension (setup.py builds it at install where a C compiler is; optional) and an x86-64
 CPU with AVX-512, or with AVX2, F16C and FMA. Elsewhere, and with `ENABLED = False`, the callers run torch's
@@ -160,3 +164,50 @@ def attend(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
         torch.get_num_threads(),
     )
     return out.transpose(1, 2)
+
+
+def decoder_layer(
+    x: Tensor,
+    norms: list[Tensor],
+    weights: list[Tensor],
+    biases: list[Tensor | None],
+    eps: float,
+    segments: list[tuple[int, int, int, tuple[Tensor, Tensor, Tensor, Tensor]]],
+    n_head: int,
+    n_mlp: int,
+) -> None:
+    """One decoder layer's step for one new token per row, `x` (M, C) fp32 contiguous updated in place.
+
+    norms: the three LayerNorms' weights and biases in order, fp32; weights / biases: the packs of
+    `packed.pack_half` (qkv stacked, out, cross query, cross out, fc1, fc2) and their fp32 biases; n_mlp: fc1's
+    outputs. segments: (first row, rows, position, (k cache, v cache, cross k, cross v)) in row order, covering
+    x: the rows' self-attention cache (rows, H, capacity, D) fp32, the new token's K/V written at `position`,
+    and their windows' audio K/V (windows, H, S, D) fp32, shared by the rows / windows rows of each window."""
+    M, C = x.shape
+    w = [t.data_ptr() for t in weights]
+    b = [None if t is None else t.data_ptr() for t in biases]
+    n = [t.data_ptr() for t in norms]
+    pointers = (
+        x.data_ptr(), n[0], n[1], w[0], b[0], w[1], b[1], n[2], n[3], w[2], b[2], w[3], b[3],
+        n[4], n[5], w[4], b[4], w[5], b[5],
+    )  # fmt: skip
+    dims = (M, C, n_head, C // n_head, n_mlp, weights[0].dtype == torch.bfloat16)
+    segs = tuple(
+        (
+            row0,
+            rows,
+            position,
+            ck.shape[0],
+            ck.shape[2],
+            kc.data_ptr(),
+            vc.data_ptr(),
+            ck.data_ptr(),
+            cv.data_ptr(),
+            *kc.stride()[:3],
+            *vc.stride()[:3],
+            *ck.stride()[:3],
+            *cv.stride()[:3],
+        )  # fmt: skip
+        for row0, rows, position, (kc, vc, ck, cv) in segments
+    )
+    _c.decoder_layer(pointers, dims, segs, eps, torch.get_num_threads())

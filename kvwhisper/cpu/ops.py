@@ -20,10 +20,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import amx, kernels
-from .packed import PackedLinear, PackedWeight, fused_linear
+from .packed import HALF_MAX_ROWS, PackedLinear, PackedWeight, fused_linear
 from .packed import enabled as packed_enabled
 from .packed import linear as packed_linear
 
+BLOCK_STEP = (
+    True  # set False to run a decode step's blocks op by op (the C kernels still used, see block_step)
+)
 FEW_QUERIES = 16  # attention of at most this many queries (a decode step's beams) runs in fp32
 SELF_ATTEND_CHUNK = 500  # encoder queries per oneDNN product in `self_attend` (their scores stay in cache)
 
@@ -68,6 +71,53 @@ class CPUOps:
                     out[n, i : i + chunk, h] = lin(torch.softmax(scores, -1), v_t[n, h], None, "none", [], "")
         return out.transpose(1, 2).to(v.dtype)
 
+    def block_step(
+        self, block: nn.Module, x: Tensor, segments: list[tuple[slice, object, int]]
+    ) -> Tensor | None:
+        """A decoder block's one-token step, x (B, 1, C) fp32, through one C call (kernels.decoder_layer): the
+        same kernels as op by op, to fp32 rounding (layer norm and GELU are its own). None where it does not
+        apply: no kernels here, not fp32 rows and caches, too many rows, weights fp16 does not hold."""
+        B, T, C = x.shape
+        if not (
+            BLOCK_STEP
+            and T == 1
+            and B <= HALF_MAX_ROWS
+            and x.dtype is torch.float32
+            and x.is_cpu
+            and all(_fits(rows, kv) for rows, kv, _ in segments)
+            and kernels.available()
+            and kernels.eager_inference(x)
+        ):
+            return None
+        attn, cross, fc1, fc2 = block.attn, block.cross_attn, block.mlp[0], block.mlp[2]
+        layers = (attn.query, attn.key, attn.value, attn.out, cross.query, cross.out, fc1, fc2)
+        D = C // attn.n_head
+        if D % 16 or D > 128 or not all(isinstance(m, PackedLinear) for m in layers):
+            return None
+        q, k, v = attn.query, attn.key, attn.value
+        packs = [q.stacked.get_half([q.weight, k.weight, v.weight], [q.bias, k.bias, v.bias])]
+        packs += [
+            m.packed.get_half([m.weight], [m.bias]) for m in (attn.out, cross.query, cross.out, fc1, fc2)
+        ]
+        if any(p is None for p in packs):
+            return None
+        norms = [block.attn_ln, block.cross_attn_ln, block.mlp_ln]
+        out = x.reshape(B, C).clone()
+        kernels.decoder_layer(
+            out,
+            [t.float() for n in norms for t in (n.weight, n.bias)],
+            [p[0] for p in packs],
+            [p[1] for p in packs],
+            block.attn_ln.eps,
+            [
+                (rows.start, rows.stop - rows.start, position, (kv.self_k, kv.self_v, kv.cross_k, kv.cross_v))
+                for rows, kv, position in segments
+            ],
+            attn.n_head,
+            fc1.out_features,
+        )
+        return out.view(B, 1, C)
+
     def linears(self, x: Tensor, layers: tuple[nn.Linear, ...]) -> list[Tensor]:
         first = layers[0]
         if not isinstance(first, PackedLinear):
@@ -82,3 +132,20 @@ class CPUOps:
 
     def cross_kv_dtype(self, dtype: torch.dtype) -> torch.dtype:
         return torch.float32
+
+
+def _fits(rows: slice, kv) -> bool:
+    """Whether kernels.decoder_layer takes a segment: fp32 caches with contiguous rows of D, at most
+    `kernels.ATTEND_MAX_ROWS` rows per window."""
+    n = rows.stop - rows.start
+    return (
+        kv.self_k.dtype is torch.float32
+        and kv.self_v.dtype is torch.float32
+        and kv.cross_k is not None
+        and kv.cross_k.dtype is torch.float32
+        and kv.cross_v.dtype is torch.float32
+        and kv.self_k.shape[0] == n
+        and n % kv.cross_k.shape[0] == 0
+        and n // kv.cross_k.shape[0] <= kernels.ATTEND_MAX_ROWS
+        and all(t.stride(-1) == 1 for t in (kv.self_k, kv.self_v, kv.cross_k, kv.cross_v))
+    )

@@ -13,7 +13,8 @@ Speed is applied from outside, at load, through two seams (`kvwhisper.cpu` uses 
   them);
 - the few operations that are not a module (attention, the tied output projection, the q/k/v products as a
   group, and the dtypes of the residual stream and of the cross-attention K/V) are the methods of an `Ops`
-  object, `Whisper.use_ops` hands every module the same one.
+  object (ops.py), `Whisper.use_ops` hands every module the same one; so is a decoder block's whole one-token step,
+  which a backend may run at once (`Ops.block_step`; the block runs op by op where it returns None).
 With neither applied, this file is the whole network.
 
 Inspection goes through the same forward: `collect`, when given, is called as `collect(name, x)` with the
@@ -32,42 +33,12 @@ from torch import Tensor, nn
 
 from .dims import ModelDims
 from .kv_cache import KVCache, LayerKV
+from .ops import TORCH_OPS, Ops
 
 if TYPE_CHECKING:
     from ..tokenizer import Tokenizer
 
 Collect = Callable[[str, Tensor], None]  # collect(name, activations): what inspection is shown
-
-
-class Ops:
-    """The network's operations that are not modules, in plain torch. A backend subclasses it (cpu/ops.py)."""
-
-    def attend(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
-        """Unmasked attention of (N, H, Tq, D) over (N, H, S, D): decode steps and cross-attention."""
-        return F.scaled_dot_product_attention(q.to(k.dtype), k, v)
-
-    def self_attend(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
-        """Unmasked self-attention of the encoder, (N, H, T, D) each."""
-        return F.scaled_dot_product_attention(q, k, v)
-
-    def linears(self, x: Tensor, layers: tuple[Linear, ...]) -> list[Tensor]:
-        """Each layer applied to the same input (the q/k/v projections): a backend may stack them."""
-        return [layer(x) for layer in layers]
-
-    def project(self, x: Tensor, weight: Tensor) -> Tensor:
-        """x (..., C) times `weight` (V, C) transposed: the output projection, tied to the token embedding."""
-        return F.linear(x.to(weight.dtype), weight)
-
-    def residual_dtype(self, dtype: torch.dtype) -> torch.dtype:
-        """The dtype of the decoder's residual stream for weights of `dtype`."""
-        return dtype
-
-    def cross_kv_dtype(self, dtype: torch.dtype) -> torch.dtype:
-        """The dtype the cross-attention K/V are kept in for weights of `dtype`."""
-        return dtype
-
-
-TORCH_OPS = Ops()
 
 
 class Linear(nn.Linear):
@@ -219,6 +190,10 @@ class ResidualAttentionBlock(nn.Module):
         self, x: Tensor, kv: LayerKV, position: int, want_qk: bool = False
     ) -> tuple[Tensor, Tensor | None]:
         """One decoder block on T new tokens; `kv` is this layer's view of the cache."""
+        if not want_qk and x.shape[1] == 1:
+            y = self.attn.ops.block_step(self, x, [(slice(0, x.shape[0]), kv, position)])
+            if y is not None:
+                return y, None
         x = self.attn.cached(self.attn_ln(x), kv.self_k, kv.self_v, position, residual=x)
         x, qk = self.cross_attn.cross(self.cross_attn_ln(x), kv.cross_k, kv.cross_v, want_qk, residual=x)
         return self.feed_forward(x), qk

@@ -34,6 +34,10 @@ def step_windows(decoder: TextDecoder, tokens: list[Tensor], caches: list[KVCach
     rows = [slice(a, b) for a, b in zip(bounds, bounds[1:])]
     x = torch.cat([decoder.embed(t, cache.position) for t, cache in zip(tokens, caches)])  # (B, 1, C)
     for i, block in enumerate(decoder.blocks):
+        y = block.attn.ops.block_step(block, x, [(r, c.layer(i), c.position) for r, c in zip(rows, caches)])
+        if y is not None:  # the whole block at once, as a decoder call alone runs it
+            x = y
+            continue
         # self-attention: each window over its own cache, after writing its new K/V at its position
         attn = block.attn
         q, k, v = attn.project_qkv(block.attn_ln(x))  # (B, H, 1, D)
