@@ -12,6 +12,7 @@ import pytest
 import torch
 from helpers import random_mel, reference_copy, tiny_random_model
 
+from kvwhisper import cpu
 from kvwhisper.decoding import DecodingOptions, DecodingTask, decode
 from kvwhisper.model import KVCache
 
@@ -177,9 +178,11 @@ def test_bf16_close_to_fp32(mels):
     assert b.dtype == torch.float32  # logits are returned in fp32 whatever the weights
     assert (a - b).abs().max() < 0.1 * a.abs().max()
     assert bf16.decoder.ln.weight.dtype == torch.float32  # LayerNorm parameters stay fp32
-    # on CPU the decoder's residual stream stays fp32 (only the products round to bf16); the cache is bf16
+    # on CPU the decoder's residual stream and the cached K/V stay fp32 (only the products round to bf16)
     assert bf16.decoder.embed(tokens, 0).dtype == torch.float32
-    assert bf16.new_cache(1).self_k.dtype == torch.bfloat16
+    assert bf16.new_cache(1).self_k.dtype == torch.float32
+    assert bf16.use_plain().new_cache(1).self_k.dtype == torch.bfloat16  # plain torch: the weights' dtype
+    cpu.accelerate(bf16)
     # the residual stream in bf16 (as before) is further from fp32 than the fp32 stream
     plain_embed = type(bf16.decoder).embed
     try:

@@ -8,8 +8,9 @@
   head path is 1.27x faster than the flash kernel for fp32, on the Intel Xeon with AMX 0.84x);
 - the q/k/v projections as one product over their stacked packed weights, and the tied output projection
   through its packed weight (packed.py);
-- the decoder's residual stream and the cross-attention K/V kept in fp32 whatever the weights' dtype, so a bf16
-  model rounds only inside its products.
+- the decoder's residual stream and the cached K/V (self- and cross-attention) kept in fp32 whatever the
+  weights' dtype, so a bf16 model rounds only inside its products;
+- a decoder block's one-token step in one C call where the kernels apply (`block_step`, kernels.decoder_layer).
 Figures for each choice are in benchmarks/RESULTS.md.
 """
 
@@ -130,7 +131,7 @@ class CPUOps:
     def residual_dtype(self, dtype: torch.dtype) -> torch.dtype:
         return torch.float32
 
-    def cross_kv_dtype(self, dtype: torch.dtype) -> torch.dtype:
+    def kv_dtype(self, dtype: torch.dtype) -> torch.dtype:
         return torch.float32
 
 

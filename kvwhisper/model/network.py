@@ -12,7 +12,7 @@ Speed is applied from outside, at load, through two seams (`kvwhisper.cpu` uses 
   `forward(x, gelu=, add=)` (the MLP's GELU and the residual adds are passed in, so a faster product can fuse
   them);
 - the few operations that are not a module (attention, the tied output projection, the q/k/v products as a
-  group, and the dtypes of the residual stream and of the cross-attention K/V) are the methods of an `Ops`
+  group, and the dtypes of the residual stream and of the cached K/V) are the methods of an `Ops`
   object (ops.py), `Whisper.use_ops` hands every module the same one; so is a decoder block's whole one-token step,
   which a backend may run at once (`Ops.block_step`; the block runs op by op where it returns None).
 With neither applied, this file is the whole network.
@@ -268,7 +268,7 @@ class TextDecoder(nn.Module):
     def cross_kv(self, audio_features: Tensor) -> tuple[Tensor, Tensor]:
         """Every layer's cross-attention K/V of the windows: two (L, N, H, S, D) tensors."""
         ks, vs = zip(*(block.cross_attn.project_kv(audio_features) for block in self.blocks))
-        dtype = self.ops.cross_kv_dtype(self.token_embedding.weight.dtype)
+        dtype = self.ops.kv_dtype(self.token_embedding.weight.dtype)
         return torch.stack(ks).to(dtype), torch.stack(vs).to(dtype)
 
     def forward(
@@ -442,7 +442,7 @@ class Whisper(nn.Module):
             d.n_text_state // d.n_text_head,
             capacity or d.n_text_ctx,
             device=self.device,
-            dtype=self.dtype,
+            dtype=self.decoder.ops.kv_dtype(self.dtype),
         )
 
     def fill_cross(self, cache: KVCache, audio_features: Tensor) -> None:

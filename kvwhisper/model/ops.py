@@ -48,8 +48,8 @@ class Ops:
         """The dtype of the decoder's residual stream for weights of `dtype`."""
         return dtype
 
-    def cross_kv_dtype(self, dtype: torch.dtype) -> torch.dtype:
-        """The dtype the cross-attention K/V are kept in for weights of `dtype`."""
+    def kv_dtype(self, dtype: torch.dtype) -> torch.dtype:
+        """The dtype the cache keeps K/V in (self- and cross-attention) for weights of `dtype`."""
         return dtype
 
 
