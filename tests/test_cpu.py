@@ -213,13 +213,13 @@ def test_kernels_refuse_bad_calls():
         _c.gemv(1, 2, 3)
     with pytest.raises(ValueError, match="null pointer or empty shape"):
         _c.gemv(0, 0, 0, None, None, 1, 1, 1, 0, 1)
-    with pytest.raises(TypeError, match="14 arguments"):
+    with pytest.raises(TypeError, match="15 arguments"):
         _c.attend(1, 2)
     s3 = (1, 1, 1)
     with pytest.raises(ValueError, match="head size"):
-        _c.attend(1, 1, 1, 1, 1, 1, 1, 1, 24, s3, s3, s3, s3, 1)
+        _c.attend(1, 1, 1, 1, 1, 1, 1, 1, 24, s3, s3, s3, s3, 1, 0)
     with pytest.raises(TypeError, match="3-tuples"):
-        _c.attend(1, 1, 1, 1, 1, 1, 1, 1, 64, (1, 1), s3, s3, s3, 1)
+        _c.attend(1, 1, 1, 1, 1, 1, 1, 1, 64, (1, 1), s3, s3, s3, 1, 0)
 
 
 @pytest.mark.parametrize("rows", [1, 3, 5, 8])
@@ -243,6 +243,10 @@ def test_attention_kernel_equals_sdpa(rows, keys, head, kernel_isa):
         assert torch.equal(kernels.attend(q, k, v), out)
     finally:
         torch.set_num_threads(threads)
+    # bf16 K/V (a bf16 model's audio K/V) are read as the fp32 numbers they are: the same bits
+    k16, v16 = k.bfloat16(), v.bfloat16()
+    assert kernels.attend_applies(q, k16, v16) and not kernels.attend_applies(q, k16, v)
+    assert torch.equal(kernels.attend(q, k16, v16), kernels.attend(q, k16.float(), v16.float()))
 
 
 def test_attention_kernel_reads_views_where_they_lie(kernel_isa):
@@ -523,12 +527,14 @@ def test_amx_kernel_refuses_bad_calls():
 # -- a decoder layer's step in one call --------------------------------------------------------------------
 
 
-def _decode_steps(model, windows: int, group: int, steps: int = 6):
+def _decode_steps(model, windows: int, group: int, steps: int = 6, cross_dtype=None):
     """Logits of a prompt and `steps` random one-token steps for `windows` x `group` rows, and the self K/V."""
     rows = windows * group
     with torch.inference_mode():
         cache = model.new_cache(rows)
         model.fill_cross(cache, model.embed_audio(random_mel(n=windows)))
+        if cross_dtype is not None:
+            cache.set_cross(cache.cross_k.to(cross_dtype), cache.cross_v.to(cross_dtype))
         logits = [model.decoder(torch.tensor([[50257, 50362]]).repeat(rows, 1), cache, positions=(-1,))[0]]
         g = torch.Generator().manual_seed(0)
         for _ in range(steps):
@@ -537,8 +543,9 @@ def _decode_steps(model, windows: int, group: int, steps: int = 6):
     return torch.cat(logits, 1), cache.self_k[:, :, :, : cache.position].clone()
 
 
+@pytest.mark.parametrize("cross_dtype", [None, torch.bfloat16])
 @pytest.mark.parametrize("windows,group", [(1, 1), (2, 1), (1, 5), (2, 3)])
-def test_decoder_layer_in_one_call_equals_op_by_op(windows, group, monkeypatch):
+def test_decoder_layer_in_one_call_equals_op_by_op(windows, group, cross_dtype, monkeypatch):
     from kvwhisper.cpu import kernels, ops
 
     if not kernels.available():
@@ -547,10 +554,10 @@ def test_decoder_layer_in_one_call_equals_op_by_op(windows, group, monkeypatch):
     calls = []
     one_call = kernels.decoder_layer
     monkeypatch.setattr(kernels, "decoder_layer", lambda *a: calls.append(1) or one_call(*a))
-    fused = _decode_steps(model, windows, group)
+    fused = _decode_steps(model, windows, group, cross_dtype=cross_dtype)
     assert len(calls) == 6 * model.dims.n_text_layer  # every one-token step of every layer, not the prompt
     monkeypatch.setattr(ops, "BLOCK_STEP", False)
-    op_by_op = _decode_steps(model, windows, group)
+    op_by_op = _decode_steps(model, windows, group, cross_dtype=cross_dtype)
     assert len(calls) == 6 * model.dims.n_text_layer
     torch.testing.assert_close(fused[0], op_by_op[0], atol=2e-4, rtol=1e-4)
     torch.testing.assert_close(fused[1], op_by_op[1], atol=1e-5, rtol=1e-5)
@@ -583,16 +590,16 @@ def test_decoder_layer_kernel_refuses_bad_calls():
     if kernels._c is None:
         pytest.skip("the C kernels are not built here")
     with pytest.raises(TypeError):
-        kernels._c.decoder_layer((0,) * 18, (1,) * 6, ((0,) * 21,), 1e-5, 1)
+        kernels._c.decoder_layer((0,) * 18, (1,) * 6, ((0,) * 22,), 1e-5, 1)
     with pytest.raises(ValueError):
-        kernels._c.decoder_layer((0,) * 19, (1,) * 6, ((0,) * 21,), 1e-5, 1)
+        kernels._c.decoder_layer((0,) * 19, (1,) * 6, ((0,) * 22,), 1e-5, 1)
     ok = (1,) * 19  # pointers are not read before the shapes are checked
-    one = (0, 1, 0, 1, 1500, 1, 1, 1, 1, *(1,) * 12)
+    one = (0, 1, 0, 1, 1500, 1, 1, 1, 1, *(1,) * 12, 0)
     with pytest.raises(ValueError, match="do not cover"):
         kernels._c.decoder_layer(ok, (2, 64, 4, 16, 256, 0), (one,), 1e-5, 1)
     with pytest.raises(ValueError, match="bad segment"):
         kernels._c.decoder_layer(
-            ok, (9, 64, 4, 16, 256, 0), ((0, 9, 0, 1, 1500, 1, 1, 1, 1, *(1,) * 12),), 1e-5, 1
+            ok, (9, 64, 4, 16, 256, 0), ((0, 9, 0, 1, 1500, 1, 1, 1, 1, *(1,) * 12, 0),), 1e-5, 1
         )
     with pytest.raises(ValueError, match="bad shape"):
         kernels._c.decoder_layer(ok, (1, 64, 4, 8, 256, 0), (one,), 1e-5, 1)

@@ -201,8 +201,8 @@ INLINE TARGET_AVX2 vec_avx2 widen_avx2(const uint16_t *p, const int bf16) { retu
 
 typedef void groups_fn(const uint16_t *wp, const float *x, float *y, const float *bias, const float *add, int M,
                        int N, int K, int g0, int g1, int bf16);
-typedef void attend_head_fn(const float *q, long q_r, const float *k, long k_s, const float *v, long v_s, float *o,
-                            long o_r, int R, int S, int D, float *scores);
+typedef void attend_head_fn(const float *q, long q_r, const void *k, long k_s, const void *v, long v_s, float *o,
+                            long o_r, int R, int S, int D, float *scores, int kv16);
 
 static int
 runs_avx512(void)
@@ -260,11 +260,13 @@ gemv(const uint16_t *wp, const float *x, float *y, const float *bias, const floa
 }
 
 /* every (n, h): q (n*q_n + h*q_h + r*q_r), k/v (n*k_n + h*k_h + s*D), o (n*o_n + h*o_h + r*o_r); `scratch`
-   holds R * S floats of scores for each of the `threads` threads */
+   holds R * S floats of scores for each of the `threads` threads. K and V are fp32, or bf16 where kv16 (read
+   as the fp32 numbers they are: the same arithmetic) */
 static void
-attend(const float *q, const long *qs, const float *k, const long *ks, const float *v, const long *vs, float *o,
-       const long *os, int N, int H, int R, int S, int D, float *scratch, int threads)
+attend(const float *q, const long *qs, const void *k, const long *ks, const void *v, const long *vs, float *o,
+       const long *os, int N, int H, int R, int S, int D, float *scratch, int threads, int kv16)
 {
+    size_t size = kv16 ? 2 : 4;
     attend_head_fn *attend_head = current->attend_head;
     int pairs = N * H;
 #pragma omp parallel num_threads(threads) if (threads > 1)
@@ -277,8 +279,9 @@ attend(const float *q, const long *qs, const float *k, const long *ks, const flo
 #pragma omp for schedule(static)
         for (int i = 0; i < pairs; i++) {
             int n = i / H, h = i % H;
-            attend_head(q + n * qs[0] + h * qs[1], qs[2], k + n * ks[0] + h * ks[1], ks[2], v + n * vs[0] + h * vs[1],
-                        vs[2], o + n * os[0] + h * os[1], os[2], R, S, D, scores);
+            attend_head(q + n * qs[0] + h * qs[1], qs[2], (const char *)k + size * (n * ks[0] + h * ks[1]), ks[2],
+                        (const char *)v + size * (n * vs[0] + h * vs[1]), vs[2], o + n * os[0] + h * os[1], os[2], R, S,
+                        D, scores, kv16);
         }
     }
 }
@@ -297,8 +300,9 @@ attend(const float *q, const long *qs, const float *k, const long *ks, const flo
    done here on the few rows directly. */
 struct segment {
     int row0, rows, position, windows, S_cross; /* rows [row0, row0 + rows), `windows` windows of rows / windows */
+    int cross16;                                /* the audio K/V are bf16 (else fp32) */
     float *k_cache, *v_cache;                   /* (rows, H, capacity, D), strides kcs / vcs (row, head, position) */
-    const float *cross_k, *cross_v;             /* (windows, H, S_cross, D), strides cks / cvs */
+    const void *cross_k, *cross_v;              /* (windows, H, S_cross, D), strides cks / cvs */
     long kcs[3], vcs[3], cks[3], cvs[3];
 };
 
@@ -363,7 +367,7 @@ decoder_layer(const struct layer *L, const struct segment *seg, int n_seg, float
             }
         long qs[3] = {3L * C, D, 3L * C}, os[3] = {C, D, C};
         attend(qkv + (size_t)s->row0 * 3 * C, qs, s->k_cache, s->kcs, s->v_cache, s->vcs, o + (size_t)s->row0 * C,
-               os, s->rows, H, 1, s->position + 1, D, scores, threads);
+               os, s->rows, H, 1, s->position + 1, D, scores, threads, 0);
     }
     gemv(L->w[1], o, x, L->b[1], x, M, C, C, bf16, threads);
 
@@ -375,7 +379,7 @@ decoder_layer(const struct layer *L, const struct segment *seg, int n_seg, float
         int G = s->rows / s->windows;
         long qs[3] = {(long)G * C, D, C};
         attend(qkv + (size_t)s->row0 * C, qs, s->cross_k, s->cks, s->cross_v, s->cvs, o + (size_t)s->row0 * C, qs,
-               s->windows, H, G, s->S_cross, D, scores, threads);
+               s->windows, H, G, s->S_cross, D, scores, threads, s->cross16);
     }
     gemv(L->w[3], o, x, L->b[3], x, M, C, C, bf16, threads);
 
@@ -496,8 +500,9 @@ py_gemv(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     Py_RETURN_NONE;
 }
 
-/* attend(q, k, v, o, N, H, R, S, D, q_strides, k_strides, v_strides, o_strides, threads): pointers as ints,
-   strides (in floats) as 3-tuples (batch, head, row); k/v rows must be contiguous runs of D floats */
+/* attend(q, k, v, o, N, H, R, S, D, q_strides, k_strides, v_strides, o_strides, threads, kv16): pointers as
+   ints, strides (in elements) as 3-tuples (batch, head, row); k/v rows must be contiguous runs of D numbers, fp32
+   or, with kv16, bf16 */
 static int
 strides3(PyObject *t, long *out)
 {
@@ -512,15 +517,16 @@ strides3(PyObject *t, long *out)
 static PyObject *
 py_attend(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    static const char usage[] = "attend takes 14 arguments: q, k, v, o, N, H, R, S, D, q/k/v/o strides, threads";
+    static const char usage[] = "attend takes 15 arguments: q, k, v, o, N, H, R, S, D, q/k/v/o strides, threads, kv16";
     void *p[4];
-    long d[5], st[4][3], threads;
-    if (nargs != 14) {
+    long d[5], st[4][3], threads, kv16;
+    if (nargs != 15) {
         PyErr_SetString(PyExc_TypeError, usage);
         return NULL;
     }
     if (parse_args(args, 9, 4, p, 5, d, usage)) return NULL;
     threads = PyLong_AsLong(args[13]);
+    kv16 = PyLong_AsLong(args[14]);
     if (PyErr_Occurred()) return NULL;
     for (int i = 0; i < 4; i++)
         if (strides3(args[9 + i], st[i])) return NULL;
@@ -544,7 +550,7 @@ py_attend(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     if (!scratch) return PyErr_NoMemory();
     Py_BEGIN_ALLOW_THREADS
     attend(p[0], st[0], p[1], st[1], p[2], st[2], p[3], st[3], (int)d[0], (int)d[1], (int)d[2], (int)d[3],
-           (int)d[4], scratch, (int)threads);
+           (int)d[4], scratch, (int)threads, kv16 != 0);
     Py_END_ALLOW_THREADS
     PyMem_RawFree(scratch);
 #else
@@ -555,14 +561,14 @@ py_attend(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 
 /* decoder_layer(pointers, dims, segments, eps, threads): one decoder layer's step (struct layer above).
    pointers: 19 ints (0 or None: no bias): x, ln1 w, b, qkv w, b, out w, b, ln2 w, b, cross q w, b, cross out w,
-   b, ln3 w, b, fc1 w, b, fc2 w, b. dims: M, C, H, D, F, bf16. segments: a tuple of 21-int tuples: row0, rows,
+   b, ln3 w, b, fc1 w, b, fc2 w, b. dims: M, C, H, D, F, bf16. segments: a tuple of 22-int tuples: row0, rows,
    position, windows, S_cross, k cache, v cache, cross k, cross v, then the (row or window, head, position)
-   strides of k cache, v cache, cross k, cross v. */
-#define SEGMENT_INTS 21
+   strides of k cache, v cache, cross k, cross v, then whether cross k and v are bf16 (else fp32). */
+#define SEGMENT_INTS 22
 static PyObject *
 py_decoder_layer(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    static const char usage[] = "decoder_layer takes 5 arguments: pointers (19), dims (6), segments (tuples of 21), "
+    static const char usage[] = "decoder_layer takes 5 arguments: pointers (19), dims (6), segments (tuples of 22), "
                                 "eps, threads";
     if (nargs != 5 || !PyTuple_Check(args[0]) || PyTuple_GET_SIZE(args[0]) != 19 || !PyTuple_Check(args[1]) ||
         PyTuple_GET_SIZE(args[1]) != 6 || !PyTuple_Check(args[2]) || PyTuple_GET_SIZE(args[2]) < 1) {
@@ -615,8 +621,8 @@ py_decoder_layer(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         next_row += v[1];
         seg[i] = (struct segment){
             .row0 = (int)v[0], .rows = (int)v[1], .position = (int)v[2], .windows = (int)v[3], .S_cross = (int)v[4],
-            .k_cache = (float *)v[5], .v_cache = (float *)v[6], .cross_k = (const float *)v[7],
-            .cross_v = (const float *)v[8],
+            .k_cache = (float *)v[5], .v_cache = (float *)v[6], .cross_k = (const void *)v[7],
+            .cross_v = (const void *)v[8], .cross16 = v[21] != 0,
         };
         memcpy(seg[i].kcs, v + 9, sizeof seg[i].kcs);
         memcpy(seg[i].vcs, v + 12, sizeof seg[i].vcs);
@@ -659,7 +665,7 @@ static PyMethodDef methods[] = {
     {"gemv", (PyCFunction)(void (*)(void))py_gemv, METH_FASTCALL,
      "gemv(w, x, y, bias, add, M, N, K, bf16, threads): y = x @ W.T + bias + add, W packed fp16 or bf16."},
     {"attend", (PyCFunction)(void (*)(void))py_attend, METH_FASTCALL,
-     "attend(q, k, v, o, N, H, R, S, D, q_strides, k_strides, v_strides, o_strides, threads): softmax attention."},
+     "attend(q, k, v, o, N, H, R, S, D, q_strides, k_strides, v_strides, o_strides, threads, kv16): attention."},
     {"decoder_layer", (PyCFunction)(void (*)(void))py_decoder_layer, METH_FASTCALL,
      "decoder_layer(pointers, dims, segments, eps, threads): one decoder layer's one-token step, x in place."},
     {NULL, NULL, 0, NULL},
@@ -757,8 +763,14 @@ static TARGET void V(groups)(const uint16_t *wp, const float *x, float *y, const
 }
 
 /* one (batch, head): R query rows (stride q_r) over S keys/values (rows of D, strides k_s, v_s) */
-static TARGET void V(attend_head)(const float *q, long q_r, const float *k, long k_s, const float *v, long v_s,
-                                  float *o, long o_r, int R, int S, int D, float *scores)
+/* 16 K or V numbers at element `at`: fp32, or bf16 widened (exact) where kv16 */
+INLINE TARGET V(vec) V(load_kv)(const void *p, long at, int kv16)
+{
+    return kv16 ? V(widen)((const uint16_t *)p + at, 1) : V(load)((const float *)p + at);
+}
+
+static TARGET void V(attend_head)(const float *q, long q_r, const void *k, long k_s, const void *v, long v_s,
+                                  float *o, long o_r, int R, int S, int D, float *scores, int kv16)
 {
     const float scale = 1.0f / sqrtf((float)D);
     const int nd = D / 16;
@@ -769,9 +781,9 @@ static TARGET void V(attend_head)(const float *q, long q_r, const float *k, long
         for (int j = 0; j < nd; j++) qv[j] = V(mul)(V(load)(q + r * q_r + 16 * j), V(set1)(scale));
         float mx = -INFINITY;
         for (int s = 0; s < S; s++) {
-            const float *ks = k + s * k_s;
-            V(vec) a = V(mul)(qv[0], V(load)(ks));
-            for (int j = 1; j < nd; j++) a = V(fma)(qv[j], V(load)(ks + 16 * j), a);
+            long ks = s * k_s;
+            V(vec) a = V(mul)(qv[0], V(load_kv)(k, ks, kv16));
+            for (int j = 1; j < nd; j++) a = V(fma)(qv[j], V(load_kv)(k, ks + 16 * j, kv16), a);
             float score = V(hsum)(a);
             sc[s] = score;
             if (score > mx) mx = score;
@@ -797,9 +809,9 @@ static TARGET void V(attend_head)(const float *q, long q_r, const float *k, long
         for (int r = 0; r < R; r++)
             for (int j = 0; j < dn; j++) acc[r][j] = V(zero)();
         for (int s = 0; s < S; s++) {
-            const float *vs = v + s * v_s + 16 * d0;
+            long vs = s * v_s + 16 * d0;
             V(vec) vv[VECS];
-            for (int j = 0; j < dn; j++) vv[j] = V(load)(vs + 16 * j);
+            for (int j = 0; j < dn; j++) vv[j] = V(load_kv)(v, vs + 16 * j, kv16);
             for (int r = 0; r < R; r++) {
                 V(vec) p = V(set1)(scores[(size_t)r * S + s]);
                 for (int j = 0; j < dn; j++) acc[r][j] = V(fma)(p, vv[j], acc[r][j]);

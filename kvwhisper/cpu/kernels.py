@@ -42,6 +42,7 @@ except ImportError:  # not built (no C compiler at install, not x86-64)
 
 ENABLED = True  # set False to measure or debug torch's operations in their place
 ATTEND_MAX_ROWS = 8  # query rows per (batch, head) the attention kernel takes (a window's beams)
+_KV_DTYPES = (torch.float32, torch.bfloat16)  # K/V the attention kernel reads (bf16 widened: exact)
 ISAS = ("avx512", "avx2")  # the kernels' versions, best first
 _ok: bool | None = None
 
@@ -118,10 +119,10 @@ def gemv(
 
 
 def attend_applies(q: Tensor, k: Tensor, v: Tensor) -> bool:
-    """Whether `attend` takes these: fp32 CPU tensors (N, H, R, D) over (N, H, S, D), R <= 8 rows, D a
-    multiple of 16 up to 128, each row of D contiguous, outside autograd and torch.compile. (Called 8 times a
-    step: the cheap checks first.)"""
-    if not (q.is_cpu and q.dtype is torch.float32 and k.dtype is torch.float32 and v.dtype is torch.float32):
+    """Whether `attend` takes these: CPU tensors (N, H, R, D) fp32 over (N, H, S, D) fp32 or bf16 (K and V
+    alike), R <= 8 rows, D a multiple of 16 up to 128, each row of D contiguous, outside autograd and
+    torch.compile. (Called 8 times a step: the cheap checks first.)"""
+    if not (q.is_cpu and q.dtype is torch.float32 and k.dtype in _KV_DTYPES and v.dtype is k.dtype):
         return False
     qs, ks = q.shape, k.shape
     return (
@@ -142,8 +143,9 @@ def attend_applies(q: Tensor, k: Tensor, v: Tensor) -> bool:
 
 
 def attend(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
-    """softmax(q k^T / sqrt(D)) v, unmasked (call where `attend_applies`): (N, H, R, D), laid out as
-    (N, R, H, D) underneath so that merging the heads back is a view."""
+    """softmax(q k^T / sqrt(D)) v, unmasked (call where `attend_applies`): (N, H, R, D) fp32, laid out as
+    (N, R, H, D) underneath so that merging the heads back is a view. bf16 K/V are read as the fp32 numbers
+    they are: the result equals that of `attend(q, k.float(), v.float())` bit for bit."""
     N, H, R, D = q.shape
     S = k.shape[2]
     out = torch.empty(N, R, H, D, dtype=torch.float32)
@@ -162,6 +164,7 @@ def attend(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
         v.stride()[:3],
         (R * H * D, D, H * D),
         torch.get_num_threads(),
+        k.dtype is torch.bfloat16,
     )
     return out.transpose(1, 2)
 
@@ -182,7 +185,8 @@ def decoder_layer(
     `packed.pack_half` (qkv stacked, out, cross query, cross out, fc1, fc2) and their fp32 biases; n_mlp: fc1's
     outputs. segments: (first row, rows, position, (k cache, v cache, cross k, cross v)) in row order, covering
     x: the rows' self-attention cache (rows, H, capacity, D) fp32, the new token's K/V written at `position`,
-    and their windows' audio K/V (windows, H, S, D) fp32, shared by the rows / windows rows of each window."""
+    and their windows' audio K/V (windows, H, S, D) fp32 or bf16, shared by the rows / windows rows of each
+    window."""
     M, C = x.shape
     w = [t.data_ptr() for t in weights]
     b = [None if t is None else t.data_ptr() for t in biases]
@@ -207,6 +211,7 @@ def decoder_layer(
             *vc.stride()[:3],
             *ck.stride()[:3],
             *cv.stride()[:3],
+            ck.dtype == torch.bfloat16,
         )  # fmt: skip
         for row0, rows, position, (kc, vc, ck, cv) in segments
     )

@@ -8,8 +8,9 @@
   head path is 1.27x faster than the flash kernel for fp32, on the Intel Xeon with AMX 0.84x);
 - the q/k/v projections as one product over their stacked packed weights, and the tied output projection
   through its packed weight (packed.py);
-- the decoder's residual stream and the cached K/V (self- and cross-attention) kept in fp32 whatever the
-  weights' dtype, so a bf16 model rounds only inside its products;
+- the decoder's residual stream and the self-attention K/V kept in fp32 whatever the weights' dtype, so a
+  bf16 model rounds only inside its products; its audio K/V, bf16 products, kept as those bf16 numbers (exact)
+  where the attention kernel reads them, else in fp32;
 - a decoder block's one-token step in one C call where the kernels apply (`block_step`, kernels.decoder_layer).
 Figures for each choice are in benchmarks/RESULTS.md.
 """
@@ -41,10 +42,10 @@ class CPUOps:
 
     def attend(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
         if q.device.type == "cpu" and (k.dtype == torch.float32 or q.shape[-2] <= FEW_QUERIES):
-            q32, k32, v32 = q.float(), k.float(), v.float()  # no copies for fp32 tensors
-            if kernels.attend_applies(q32, k32, v32):
-                return kernels.attend(q32, k32, v32).to(q.dtype)
-            return F.scaled_dot_product_attention(q32, k32, v32).to(q.dtype)
+            q32 = q.float()  # no copy for fp32
+            if kernels.attend_applies(q32, k, v):  # fp32 or bf16 K/V, read in place
+                return kernels.attend(q32, k, v).to(q.dtype)
+            return F.scaled_dot_product_attention(q32, k.float(), v.float()).to(q.dtype)
         return F.scaled_dot_product_attention(q.to(k.dtype), k, v)
 
     def self_attend(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
@@ -134,17 +135,22 @@ class CPUOps:
     def kv_dtype(self, dtype: torch.dtype) -> torch.dtype:
         return torch.float32
 
+    def cross_kv_dtype(self, dtype: torch.dtype) -> torch.dtype:
+        # a bf16 model's audio K/V come out of bf16 products: kept as the bf16 numbers they are (half the bytes
+        # a step reads), where the attention kernel reads bf16
+        return dtype if dtype == torch.bfloat16 and kernels.available() else torch.float32
+
 
 def _fits(rows: slice, kv) -> bool:
-    """Whether kernels.decoder_layer takes a segment: fp32 caches with contiguous rows of D, at most
+    """Whether kernels.decoder_layer takes a segment: an fp32 cache, fp32 or bf16 audio K/V, rows of D contiguous, at most
     `kernels.ATTEND_MAX_ROWS` rows per window."""
     n = rows.stop - rows.start
     return (
         kv.self_k.dtype is torch.float32
         and kv.self_v.dtype is torch.float32
         and kv.cross_k is not None
-        and kv.cross_k.dtype is torch.float32
-        and kv.cross_v.dtype is torch.float32
+        and kv.cross_k.dtype in (torch.float32, torch.bfloat16)
+        and kv.cross_v.dtype is kv.cross_k.dtype
         and kv.self_k.shape[0] == n
         and n % kv.cross_k.shape[0] == 0
         and n // kv.cross_k.shape[0] <= kernels.ATTEND_MAX_ROWS

@@ -268,7 +268,7 @@ class TextDecoder(nn.Module):
     def cross_kv(self, audio_features: Tensor) -> tuple[Tensor, Tensor]:
         """Every layer's cross-attention K/V of the windows: two (L, N, H, S, D) tensors."""
         ks, vs = zip(*(block.cross_attn.project_kv(audio_features) for block in self.blocks))
-        dtype = self.ops.kv_dtype(self.token_embedding.weight.dtype)
+        dtype = self.ops.cross_kv_dtype(self.token_embedding.weight.dtype)
         return torch.stack(ks).to(dtype), torch.stack(vs).to(dtype)
 
     def forward(

@@ -49,7 +49,11 @@ class Ops:
         return dtype
 
     def kv_dtype(self, dtype: torch.dtype) -> torch.dtype:
-        """The dtype the cache keeps K/V in (self- and cross-attention) for weights of `dtype`."""
+        """The dtype the cache keeps the self-attention K/V in for weights of `dtype`."""
+        return dtype
+
+    def cross_kv_dtype(self, dtype: torch.dtype) -> torch.dtype:
+        """The dtype the cross-attention K/V are kept in for weights of `dtype`."""
         return dtype
 
 
