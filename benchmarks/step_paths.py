@@ -1,4 +1,5 @@
-"""One cached decode step, four CPU code paths side by side: what packed weights, `attend` and fusion buy.
+"""One cached decode step, six CPU code paths side by side: what packed weights, `attend`, fusion, the C kernels
+and the one-call layer step buy.
 
 - plain: every decoder linear layer and the output projection through `F.linear`, attention through
   `scaled_dot_product_attention` (kvwhisper before packed.py);
@@ -7,9 +8,10 @@
   itself, so this column equals `packed` there, up to noise);
 - packed+attend+fused: also the fused products (packed.FUSE: q/k/v as one product, GELU and the residual
   adds inside the oneDNN calls): the default where the C kernels are not built;
-- kernels: also the C kernels of kvwhisper/cpu/kernels.py (products over fp16-stored weights in fp32
-  arithmetic, few-query attention): the default where they are built (x86-64 with AVX-512). They apply to
-  fp32 models; in bf16 this column equals the previous one, up to noise.
+- kernels: also the C kernels of kvwhisper/cpu/kernels.py (products over 2-byte weights in fp32 arithmetic,
+  few-query attention), op by op (`ops.BLOCK_STEP = False`);
+- kernels, layer call: each decoder layer's step in one C call (`kernels.decoder_layer`): the default where
+  the kernels are built (x86-64 with AVX-512 or AVX2).
 
 The paths alternate round by round in one process (the machine is shared and noisy); each round times
 `--steps` steps of one token after a short prefix, the table gives the median step time per path.
@@ -33,6 +35,7 @@ import torch.nn.functional as F
 import kvwhisper
 from kvwhisper.audio import load_audio, log_mel_spectrogram, pad_or_trim
 from kvwhisper.cpu import kernels, packed
+from kvwhisper.cpu import ops
 from kvwhisper.cpu.ops import CPUOps
 
 JFK = common.REPO / "tests" / "data" / "jfk.flac"
@@ -44,12 +47,13 @@ def _sdpa(self, q, k, v):
 
 
 ATTEND = CPUOps.attend
-PATHS = {  # name: (packed weights, fused products, decode-step attention, C kernels)
-    "plain": (False, False, _sdpa, False),
-    "packed": (True, False, _sdpa, False),
-    "packed+attend": (True, False, ATTEND, False),
-    "packed+attend+fused": (True, True, ATTEND, False),
-    "kernels": (True, True, ATTEND, True),
+PATHS = {  # name: (packed weights, fused products, decode-step attention, C kernels, a layer in one call)
+    "plain": (False, False, _sdpa, False, False),
+    "packed": (True, False, _sdpa, False, False),
+    "packed+attend": (True, False, ATTEND, False, False),
+    "packed+attend+fused": (True, True, ATTEND, False, False),
+    "kernels": (True, True, ATTEND, True, False),
+    "kernels, layer call": (True, True, ATTEND, True, True),
 }
 
 
@@ -66,9 +70,9 @@ def step_times(model_name: str, dtype: str, batch: int, rounds: int, steps: int)
             start = cache.position
             token = torch.tensor([[model.tokenizer.encode(" And")[0]]] * batch)
             for _ in range(rounds):
-                for name, (enabled, fuse, attend, kern) in PATHS.items():
+                for name, (enabled, fuse, attend, kern, layer_call) in PATHS.items():
                     packed.ENABLED, packed.FUSE, CPUOps.attend = enabled, fuse, attend
-                    kernels.ENABLED = kern
+                    kernels.ENABLED, ops.BLOCK_STEP = kern, layer_call
                     cache.rewind(start)
                     for _ in range(3):  # warm-up (the packed copies are made here)
                         model.decoder(token, cache, positions=(-1,))
@@ -79,7 +83,7 @@ def step_times(model_name: str, dtype: str, batch: int, rounds: int, steps: int)
                     times[name].append((time.perf_counter() - t0) / steps * 1e3)
     finally:
         packed.ENABLED, packed.FUSE, CPUOps.attend = True, True, ATTEND
-        kernels.ENABLED = True
+        kernels.ENABLED, ops.BLOCK_STEP = True, True
     return {name: statistics.median(v) for name, v in times.items()}
 
 
@@ -127,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
                 {
                     "config": f"{dtype} rows {batch}",
                     **{k: round(v, 2) for k, v in t.items()},
-                    "speedup": round(t["plain"] / t["kernels"], 2),
+                    "speedup": round(t["plain"] / t["kernels, layer call"], 2),
                 }
             )
             common.log(f"{rows[-1]}")

@@ -103,18 +103,25 @@ load_tiles(void)
     _tile_loadconfig(&cfg);
 }
 
-/* 2^t for t <= 0 in fp32: 2^n * 2^f, n = round(t), f in [-1/2, 1/2], 2^f by a degree-5 polynomial fitted
-   to relative error 1.1e-7 (fp32's rounding is 6e-8); scalef gives 0 where 2^n is below fp32's range */
+/* 2^t for t <= 0 in fp32: 2^n * 2^f, n = round(t), f in [-1/2, 1/2], 2^f by a polynomial fitted to relative
+   error 1.1e-7 (degree 5: fp32's rounding is 6e-8) or, where the result is rounded to bf16 next (`precise` 0),
+   1.1e-4 (degree 3: bf16's rounding is 3.9e-3); scalef gives 0 where 2^n is below fp32's range */
 INLINE TARGET __m512
-exp2_neg(__m512 t)
+exp2_neg(__m512 t, int precise)
 {
     __m512 n = _mm512_roundscale_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m512 f = _mm512_sub_ps(t, n);
-    __m512 p = _mm512_set1_ps(1.321867248162039e-03f);
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(9.671697938399155e-03f));
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(5.5508929524512016e-02f));
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(2.4022238002741106e-01f));
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(6.931468559416915e-01f));
+    __m512 f = _mm512_sub_ps(t, n), p;
+    if (precise) {
+        p = _mm512_set1_ps(1.321867248162039e-03f);
+        p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(9.671697938399155e-03f));
+        p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(5.5508929524512016e-02f));
+        p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(2.4022238002741106e-01f));
+        p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(6.931468559416915e-01f));
+    } else {
+        p = _mm512_set1_ps(5.459282474189784e-02f);
+        p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(2.4221783810118194e-01f));
+        p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(6.933686012593135e-01f));
+    }
     p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0f));
     return _mm512_scalef_ps(p, n);
 }
@@ -203,7 +210,7 @@ block_scores(const uint16_t *qb, const uint32_t *kp, int S_pad, float *scores)
 INLINE TARGET __m512
 probabilities(__m512 s, __m512 sc, __m512 shift, __mmask16 keep, uint16_t *hi, uint16_t *lo)
 {
-    __m512 p = _mm512_maskz_mov_ps(keep, exp2_neg(_mm512_fmadd_ps(s, sc, shift)));
+    __m512 p = _mm512_maskz_mov_ps(keep, exp2_neg(_mm512_fmadd_ps(s, sc, shift), lo != NULL));
     __m256i h = to_bf16(p);
     _mm256_storeu_si256((__m256i *)hi, h);
     if (lo) _mm256_storeu_si256((__m256i *)lo, to_bf16(_mm512_sub_ps(p, from_bf16(h))));
