@@ -34,8 +34,7 @@ import torch.nn.functional as F
 
 import kvwhisper
 from kvwhisper.audio import load_audio, log_mel_spectrogram, pad_or_trim
-from kvwhisper.cpu import kernels, packed
-from kvwhisper.cpu import ops
+from kvwhisper.cpu import kernels, ops, packed
 from kvwhisper.cpu.ops import CPUOps
 
 JFK = common.REPO / "tests" / "data" / "jfk.flac"
