@@ -45,6 +45,7 @@ CONFIGS = {"greedy": 1, "beam5": 5}
 ENGINES = {
     "kvwhisper": ("kvwhisper", "fp32"),
     "kvwhisper:bf16": ("kvwhisper", "bf16"),
+    "kvwhisper:int8": ("kvwhisper", "int8"),
     "openai-whisper": ("whisper", "fp32"),
     "faster-whisper:float32": ("faster_whisper", "float32"),
     "faster-whisper:int8": ("faster_whisper", "int8"),

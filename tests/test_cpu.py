@@ -603,3 +603,68 @@ def test_decoder_layer_kernel_refuses_bad_calls():
         )
     with pytest.raises(ValueError, match="bad shape"):
         kernels._c.decoder_layer(ok, (1, 64, 4, 8, 256, 0), (one,), 1e-5, 1)
+
+
+# -- int8 weights in the decode-step kernel ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("rows", [1, 3, 5, 7])
+@pytest.mark.parametrize("n_out", [48, 200])
+def test_int8_kernel_equals_the_dequantized_product(rows, n_out, kernel_isa):
+    """pack_half(int8=True): each output row quantized (scale = max |w| / 127); the kernel's product equals the
+    product with the dequantized weight to fp32 rounding, in each version of the kernel."""
+    from kvwhisper.cpu import kernels, packed
+
+    g = torch.Generator().manual_seed(rows * n_out)
+    w = torch.randn(n_out, 384, generator=g).bfloat16()
+    bias = torch.randn(n_out, generator=g)
+    x = torch.randn(rows, 384, generator=g)
+    pack, b = packed.pack_half(w, [bias], [n_out], int8=True)
+    assert pack.dtype == torch.uint8
+    scale = w.float().abs().amax(dim=1) / 127
+    dequantized = torch.round(w.float() / scale[:, None]).clamp(-127, 127) * scale[:, None]
+    assert (dequantized - w.float()).abs().max() <= scale.max() / 2 + 1e-6
+    got = kernels.gemv(x, pack, b, n_out)
+    torch.testing.assert_close(got, F.linear(x, dequantized, bias), atol=2e-5, rtol=1e-5)
+
+
+def test_int8_packs_only_where_asked_and_survive_a_copy():
+    import copy
+
+    from kvwhisper import cpu
+    from kvwhisper.cpu import kernels
+
+    if not kernels.available():
+        pytest.skip("the C kernels are not built or this CPU runs neither version")
+    model = tiny_fp16_valued_model()
+    cpu.accelerate(model, int8=True)
+    fc1 = model.decoder.blocks[0].mlp[0]
+    with torch.no_grad():
+        assert fc1.packed.get_half([fc1.weight], [fc1.bias])[0].dtype == torch.uint8
+        assert model.decoder.ops.output.int8
+        assert copy.deepcopy(model).decoder.blocks[0].mlp[0].packed.int8
+        cpu.accelerate(model)  # int8 off again: the 2-byte pack
+        assert fc1.packed.get_half([fc1.weight], [fc1.bias])[0].dtype == torch.float16
+
+
+@pytest.mark.slow
+def test_int8_model_transcribes_the_words_of_fp32(jfk_path):
+    import kvwhisper
+    from kvwhisper.cpu import kernels
+    from kvwhisper.normalizers import EnglishTextNormalizer
+
+    if not kernels.available():
+        pytest.skip("the C kernels are not built or this CPU runs neither version")
+    int8 = kvwhisper.load_model("tiny.en", dtype="int8")
+    assert int8.dtype == torch.bfloat16 and int8.decoder.ops.output.int8
+    fp32 = kvwhisper.load_model("tiny.en")
+    normalize = EnglishTextNormalizer()
+    texts = [normalize(kvwhisper.transcribe(m, jfk_path, language="en")["text"]) for m in (int8, fp32)]
+    assert texts[0] == texts[1] and "fellow americans" in texts[0]
+
+
+def test_int8_is_refused_off_the_cpu():
+    import kvwhisper
+
+    with pytest.raises(ValueError, match="int8"):
+        kvwhisper.load_model("tiny.en", device="meta", dtype="int8")

@@ -88,7 +88,7 @@ def check_word_options(args) -> None:
 def dtype(args) -> str | None:
     """--dtype, or fp32 with --fp16 False (the reference's way of asking for fp32 on a GPU)."""
     if args.fp16 is False:
-        if args.dtype in ("fp16", "bf16"):
+        if args.dtype in ("fp16", "bf16", "int8"):
             raise UsageError(f"--fp16: False contradicts --dtype {args.dtype}")
         return "fp32"
     return args.dtype

@@ -49,7 +49,10 @@ def add_model_arguments(p) -> None:
     )
     p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda when available)")
     p.add_argument(
-        "--dtype", default=None, choices=("fp32", "fp16", "bf16"), help="default: fp16 on CUDA, else fp32"
+        "--dtype",
+        default=None,
+        choices=("fp32", "fp16", "bf16", "int8"),
+        help="default: fp16 on CUDA, else fp32; int8 (CPU): bf16 with int8 weights in the decode steps",
     )
     p.add_argument(
         "--fp16",

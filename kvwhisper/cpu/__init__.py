@@ -17,10 +17,18 @@ from .packed import PackedLinear
 __all__ = ["CPUOps", "PackedLinear", "accelerate", "amx", "kernels", "packed"]
 
 
-def accelerate(model: nn.Module) -> nn.Module:
-    """Packed Linear layers and `CPUOps` for `model` (a Whisper with `use_ops`), in place; returns it."""
+def accelerate(model: nn.Module, *, int8: bool = False) -> nn.Module:
+    """Packed Linear layers and `CPUOps` for `model` (a Whisper with `use_ops`), in place; returns it.
+
+    int8: the products that go through the 2-byte-weight kernel (a decode step's, a prompt's, the output
+    projection) read int8 weights instead, quantized per output row (packed.py); the parameters are unchanged."""
     for module in list(model.modules()):
         for name, child in module.named_children():
             if isinstance(child, nn.Linear) and not isinstance(child, PackedLinear):
                 setattr(module, name, PackedLinear.adopt(child))
-    return model.use_ops(CPUOps())
+    ops = CPUOps()
+    for m in model.modules():
+        if isinstance(m, PackedLinear):
+            m.packed.int8 = m.stacked.int8 = int8
+    ops.output.int8 = int8
+    return model.use_ops(ops)

@@ -1,14 +1,16 @@
-/* The decode step's two memory-bound parts as CPU kernels (x86-64 with AVX-512, or AVX2 with F16C and FMA):
-kvwhisper.engine._kernels.
+/* The decode step as CPU kernels (x86-64 with AVX-512, or AVX2 with F16C and FMA):
+kvwhisper.cpu._kernels.
 
 A cached decode step multiplies a few rows (one per beam) by every weight of the decoder and attends them
-over every audio position: its time is the bytes it reads. Python side: kvwhisper/engine/kernels.py.
+over every audio position: its time is the bytes it reads. Python side: kvwhisper/cpu/kernels.py.
 
 gemv: y[m, n] = sum_k W[n, k] * x[m, k] + bias[n] + add[m, n], over 2-byte weights in fp32 arithmetic.
    Whisper's checkpoints store their weights as fp16 numbers, so an fp32 model's weights are fp16 values held
    in 4 bytes. Here they are read as the 2-byte fp16 numbers they are and widened to fp32 in registers
    (vcvtph2ps: exact), so the arithmetic is fp32's and the bytes read are halved. A bf16 model's weights are
-   read as bf16 and widened the same way (a shift), against fp32 rows: only the weights are rounded. W is packed as
+   read as bf16 and widened the same way (a shift), against fp32 rows: only the weights are rounded. An int8 model's
+   weights are read as int8 (one byte: a quarter of fp32's) and widened, each output's sum then multiplied by
+   its scale (kind 2; the scales follow the weights in the pack). W is packed as
    (ceil(N / 64), K, 64) fp16: for each group of 64 outputs, their 64 weights of input k are contiguous, so a
    group is one sequential stream.
 
@@ -111,6 +113,13 @@ widen_avx512(const uint16_t *p, const int bf16)
     return _mm512_cvtph_ps(h);
 }
 
+/* 16 stored int8 weights as fp32 (exact) */
+INLINE TARGET_AVX512 __m512
+widen8_avx512(const int8_t *p)
+{
+    return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)p)));
+}
+
 /* AVX2: two registers, lanes 0-7 and 8-15; n lanes by a mask vector for each */
 typedef struct {
     __m256 lo, hi;
@@ -181,6 +190,14 @@ widen8(const uint16_t *p, const int bf16)
     return _mm256_cvtph_ps(h);
 }
 INLINE TARGET_AVX2 vec_avx2 widen_avx2(const uint16_t *p, const int bf16) { return (vec_avx2){widen8(p, bf16), widen8(p + 8, bf16)}; }
+/* 16 stored int8 weights as fp32 (exact) */
+INLINE TARGET_AVX2 vec_avx2
+widen8_avx2(const int8_t *p)
+{
+    __m128i b = _mm_loadu_si128((const __m128i *)p);
+    return (vec_avx2){_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(b)),
+                      _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(b, 8)))};
+}
 
 /* the kernels for each instruction set: groups_avx512, attend_head_avx512, groups_avx2, attend_head_avx2 */
 #define V(name) name##_avx512
@@ -200,7 +217,7 @@ INLINE TARGET_AVX2 vec_avx2 widen_avx2(const uint16_t *p, const int bf16) { retu
 #undef VECS
 
 typedef void groups_fn(const uint16_t *wp, const float *x, float *y, const float *bias, const float *add, int M,
-                       int N, int K, int g0, int g1, int bf16);
+                       int N, int K, int g0, int g1, int kind);
 typedef void attend_head_fn(const float *q, long q_r, const void *k, long k_s, const void *v, long v_s, float *o,
                             long o_r, int R, int S, int D, float *scores, int kv16);
 
@@ -241,7 +258,7 @@ static const struct isa *current; /* the version the kernels run; set at import 
 
 static void
 gemv(const uint16_t *wp, const float *x, float *y, const float *bias, const float *add, int M, int N, int K,
-     int bf16, int threads)
+     int kind, int threads)
 {
     groups_fn *groups = current->groups;
     int n_groups = (N + GROUP - 1) / GROUP;
@@ -255,7 +272,7 @@ gemv(const uint16_t *wp, const float *x, float *y, const float *bias, const floa
         T = omp_get_num_threads();
 #endif
         int g0 = (int)((long)n_groups * t / T), g1 = (int)((long)n_groups * (t + 1) / T);
-        groups(wp, x, y, bias, add, M, N, K, g0, g1, bf16);
+        groups(wp, x, y, bias, add, M, N, K, g0, g1, kind);
     }
 }
 
@@ -311,7 +328,7 @@ struct layer {
     const uint16_t *w[6]; /* packed weights: qkv, out, cross q, cross out, fc1, fc2 */
     const float *b[6];    /* their fp32 biases (NULL: none) */
     float eps;
-    int M, C, H, D, F, bf16;
+    int M, C, H, D, F, kind; /* the packed weights' kind (gemv) */
 };
 
 static void
@@ -340,7 +357,7 @@ gelu(float *x, size_t n)
 static int
 decoder_layer(const struct layer *L, const struct segment *seg, int n_seg, float *x, int threads)
 {
-    int M = L->M, C = L->C, H = L->H, D = L->D, F = L->F, bf16 = L->bf16;
+    int M = L->M, C = L->C, H = L->H, D = L->D, F = L->F, kind = L->kind;
     size_t most = 1;
     for (int i = 0; i < n_seg; i++) {
         size_t self = (size_t)seg[i].position + 1, cross = (size_t)(seg[i].rows / seg[i].windows) * seg[i].S_cross;
@@ -355,7 +372,7 @@ decoder_layer(const struct layer *L, const struct segment *seg, int n_seg, float
 
     /* self-attention over each segment's cache, the new token's k/v written at its position */
     layer_norm(x, L->ln[0], L->ln[1], L->eps, M, C, h);
-    gemv(L->w[0], h, qkv, L->b[0], NULL, M, 3 * C, C, bf16, threads);
+    gemv(L->w[0], h, qkv, L->b[0], NULL, M, 3 * C, C, kind, threads);
     for (int i = 0; i < n_seg; i++) {
         const struct segment *s = &seg[i];
         for (int m = 0; m < s->rows; m++)
@@ -369,11 +386,11 @@ decoder_layer(const struct layer *L, const struct segment *seg, int n_seg, float
         attend(qkv + (size_t)s->row0 * 3 * C, qs, s->k_cache, s->kcs, s->v_cache, s->vcs, o + (size_t)s->row0 * C,
                os, s->rows, H, 1, s->position + 1, D, scores, threads, 0);
     }
-    gemv(L->w[1], o, x, L->b[1], x, M, C, C, bf16, threads);
+    gemv(L->w[1], o, x, L->b[1], x, M, C, C, kind, threads);
 
     /* cross-attention: a window's G rows are its query rows over its audio K/V */
     layer_norm(x, L->ln[2], L->ln[3], L->eps, M, C, h);
-    gemv(L->w[2], h, qkv, L->b[2], NULL, M, C, C, bf16, threads);
+    gemv(L->w[2], h, qkv, L->b[2], NULL, M, C, C, kind, threads);
     for (int i = 0; i < n_seg; i++) {
         const struct segment *s = &seg[i];
         int G = s->rows / s->windows;
@@ -381,13 +398,13 @@ decoder_layer(const struct layer *L, const struct segment *seg, int n_seg, float
         attend(qkv + (size_t)s->row0 * C, qs, s->cross_k, s->cks, s->cross_v, s->cvs, o + (size_t)s->row0 * C, qs,
                s->windows, H, G, s->S_cross, D, scores, threads, s->cross16);
     }
-    gemv(L->w[3], o, x, L->b[3], x, M, C, C, bf16, threads);
+    gemv(L->w[3], o, x, L->b[3], x, M, C, C, kind, threads);
 
     /* MLP */
     layer_norm(x, L->ln[4], L->ln[5], L->eps, M, C, h);
-    gemv(L->w[4], h, mlp, L->b[4], NULL, M, F, C, bf16, threads);
+    gemv(L->w[4], h, mlp, L->b[4], NULL, M, F, C, kind, threads);
     gelu(mlp, (size_t)M * F);
-    gemv(L->w[5], mlp, x, L->b[5], x, M, C, F, bf16, threads);
+    gemv(L->w[5], mlp, x, L->b[5], x, M, C, F, kind, threads);
     free(h);
     return 0;
 }
@@ -475,14 +492,14 @@ parse_args(PyObject *const *args, Py_ssize_t nargs, int n_ptr, void **p, int n_l
 
 #define NO_KERNEL ": this CPU has neither AVX-512 nor AVX2 (with F16C and FMA), or it is not x86-64"
 
-/* gemv(w, x, y, bias, add, M, N, K, bf16, threads): pointers as ints (bias/add: 0 or None for none); W stored
-   as fp16 numbers, or as bf16 with bf16 true */
+/* gemv(w, x, y, bias, add, M, N, K, kind, threads): pointers as ints (bias/add: 0 or None for none); W stored
+   as fp16 numbers (kind 0), bf16 (1) or int8 with its per-output scales after it (2) */
 static PyObject *
 py_gemv(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     void *p[5];
     long d[5];
-    if (parse_args(args, nargs, 5, p, 5, d, "gemv takes 10 arguments: w, x, y, bias, add, M, N, K, bf16, threads"))
+    if (parse_args(args, nargs, 5, p, 5, d, "gemv takes 10 arguments: w, x, y, bias, add, M, N, K, kind, threads"))
         return NULL;
     if (!p[0] || !p[1] || !p[2] || d[0] < 1 || d[1] < 1 || d[2] < 1) {
         PyErr_SetString(PyExc_ValueError, "gemv: null pointer or empty shape");
@@ -494,7 +511,7 @@ py_gemv(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     }
 #if HAVE_KERNEL
     Py_BEGIN_ALLOW_THREADS
-    gemv(p[0], p[1], p[2], p[3], p[4], (int)d[0], (int)d[1], (int)d[2], d[3] != 0, (int)d[4]);
+    gemv(p[0], p[1], p[2], p[3], p[4], (int)d[0], (int)d[1], (int)d[2], (int)d[3], (int)d[4]);
     Py_END_ALLOW_THREADS
 #endif
     Py_RETURN_NONE;
@@ -561,7 +578,7 @@ py_attend(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 
 /* decoder_layer(pointers, dims, segments, eps, threads): one decoder layer's step (struct layer above).
    pointers: 19 ints (0 or None: no bias): x, ln1 w, b, qkv w, b, out w, b, ln2 w, b, cross q w, b, cross out w,
-   b, ln3 w, b, fc1 w, b, fc2 w, b. dims: M, C, H, D, F, bf16. segments: a tuple of 22-int tuples: row0, rows,
+   b, ln3 w, b, fc1 w, b, fc2 w, b. dims: M, C, H, D, F, the weights' kind (gemv). segments: a tuple of 22-int tuples: row0, rows,
    position, windows, S_cross, k cache, v cache, cross k, cross v, then the (row or window, head, position)
    strides of k cache, v cache, cross k, cross v, then whether cross k and v are bf16 (else fp32). */
 #define SEGMENT_INTS 22
@@ -638,7 +655,7 @@ py_decoder_layer(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         .w = {p[3], p[5], p[9], p[11], p[15], p[17]},
         .b = {p[4], p[6], p[10], p[12], p[16], p[18]},
         .eps = (float)eps,
-        .M = (int)d[0], .C = (int)d[1], .H = (int)d[2], .D = (int)d[3], .F = (int)d[4], .bf16 = d[5] != 0,
+        .M = (int)d[0], .C = (int)d[1], .H = (int)d[2], .D = (int)d[3], .F = (int)d[4], .kind = (int)d[5],
     };
     int rc;
     Py_BEGIN_ALLOW_THREADS
@@ -663,7 +680,7 @@ static PyMethodDef methods[] = {
     {"isa", py_isa, METH_NOARGS, "isa(): the name of the version the kernels run (None: none runs here)."},
     {"set_isa", py_set_isa, METH_O, "set_isa(name): run version 'avx512' or 'avx2'; None: the best here."},
     {"gemv", (PyCFunction)(void (*)(void))py_gemv, METH_FASTCALL,
-     "gemv(w, x, y, bias, add, M, N, K, bf16, threads): y = x @ W.T + bias + add, W packed fp16 or bf16."},
+     "gemv(w, x, y, bias, add, M, N, K, kind, threads): y = x @ W.T + bias + add, W packed fp16, bf16 or int8."},
     {"attend", (PyCFunction)(void (*)(void))py_attend, METH_FASTCALL,
      "attend(q, k, v, o, N, H, R, S, D, q_strides, k_strides, v_strides, o_strides, threads, kv16): attention."},
     {"decoder_layer", (PyCFunction)(void (*)(void))py_decoder_layer, METH_FASTCALL,
@@ -707,21 +724,37 @@ INLINE TARGET V(vec) V(exp)(V(vec) x)
 
 /* `rows` rows of x against the outputs g * GROUP + 16 * (j0 .. j0 + VECS) */
 INLINE TARGET void V(slice)(const uint16_t *wp, const float *x, float *y, const float *bias, const float *add,
-                            int N, int K, int g, int j0, const int rows, const int bf16)
+                            int N, int K, int g, int j0, const int rows, const int kind)
 {
     V(vec) acc[MAX_ROWS][VECS];
     for (int m = 0; m < rows; m++)
         for (int j = 0; j < VECS; j++) acc[m][j] = V(zero)();
-    const uint16_t *w = wp + (size_t)g * K * GROUP + 16 * j0;
-    for (int k = 0; k < K; k++) {
-        const uint16_t *wk = w + (size_t)k * GROUP;
-        for (int j = 0; j < VECS; j += 2) /* each 64-byte line of the pass, 32 inputs ahead */
-            _mm_prefetch((const char *)(wk + 32 * GROUP + 16 * j), _MM_HINT_T0);
-        V(vec) wv[VECS];
-        for (int j = 0; j < VECS; j++) wv[j] = V(widen)(wk + 16 * j, bf16);
-        for (int m = 0; m < rows; m++) {
-            V(vec) xv = V(set1)(x[(size_t)m * K + k]);
-            for (int j = 0; j < VECS; j++) acc[m][j] = V(fma)(wv[j], xv, acc[m][j]);
+    const float *scales = NULL; /* int8 weights: each output's scale, after the weights */
+    if (kind == 2) {
+        const int8_t *w = (const int8_t *)wp + (size_t)g * K * GROUP + 16 * j0;
+        scales = (const float *)((const int8_t *)wp + (size_t)((N + GROUP - 1) / GROUP) * K * GROUP);
+        for (int k = 0; k < K; k++) {
+            const int8_t *wk = w + (size_t)k * GROUP;
+            _mm_prefetch((const char *)(wk + 64 * GROUP), _MM_HINT_T0); /* the 64-byte line 64 inputs ahead */
+            V(vec) wv[VECS];
+            for (int j = 0; j < VECS; j++) wv[j] = V(widen8)(wk + 16 * j);
+            for (int m = 0; m < rows; m++) {
+                V(vec) xv = V(set1)(x[(size_t)m * K + k]);
+                for (int j = 0; j < VECS; j++) acc[m][j] = V(fma)(wv[j], xv, acc[m][j]);
+            }
+        }
+    } else {
+        const uint16_t *w = wp + (size_t)g * K * GROUP + 16 * j0;
+        for (int k = 0; k < K; k++) {
+            const uint16_t *wk = w + (size_t)k * GROUP;
+            for (int j = 0; j < VECS; j += 2) /* each 64-byte line of the pass, 32 inputs ahead */
+                _mm_prefetch((const char *)(wk + 32 * GROUP + 16 * j), _MM_HINT_T0);
+            V(vec) wv[VECS];
+            for (int j = 0; j < VECS; j++) wv[j] = V(widen)(wk + 16 * j, kind);
+            for (int m = 0; m < rows; m++) {
+                V(vec) xv = V(set1)(x[(size_t)m * K + k]);
+                for (int j = 0; j < VECS; j++) acc[m][j] = V(fma)(wv[j], xv, acc[m][j]);
+            }
         }
     }
     for (int j = 0; j < VECS; j++) {
@@ -729,8 +762,9 @@ INLINE TARGET void V(slice)(const uint16_t *wp, const float *x, float *y, const 
         if (n >= N) break;
         int lanes = N - n < 16 ? N - n : 16;
         V(vec) b = bias ? V(loadn)(bias + n, lanes) : V(zero)();
+        V(vec) sc = scales ? V(loadn)(scales + n, lanes) : V(zero)();
         for (int m = 0; m < rows; m++) {
-            V(vec) r = V(add)(acc[m][j], b);
+            V(vec) r = scales ? V(fma)(acc[m][j], sc, b) : V(add)(acc[m][j], b);
             if (add) r = V(add)(V(loadn)(add + (size_t)m * N + n, lanes), r);
             V(storen)(y + (size_t)m * N + n, r, lanes);
         }
@@ -740,7 +774,7 @@ INLINE TARGET void V(slice)(const uint16_t *wp, const float *x, float *y, const 
 /* all M rows of x against the groups of outputs g0..g1: each group's passes (VECS vectors of it for
    MAX_ROWS rows) one after the other, so that the later ones read it from cache */
 static TARGET void V(groups)(const uint16_t *wp, const float *x, float *y, const float *bias, const float *add,
-                             int M, int N, int K, int g0, int g1, int bf16)
+                             int M, int N, int K, int g0, int g1, int kind)
 {
     for (int g = g0; g < g1; g++)
         for (int j0 = 0; j0 < GROUP / 16 && g * GROUP + 16 * j0 < N; j0 += VECS)
@@ -748,7 +782,8 @@ static TARGET void V(groups)(const uint16_t *wp, const float *x, float *y, const
                 const float *xm = x + (size_t)m * K, *am = add ? add + (size_t)m * N : NULL;
                 float *ym = y + (size_t)m * N;
 #define ROWS(r)                                                                                               \
-    if (bf16) V(slice)(wp, xm, ym, bias, am, N, K, g, j0, r, 1);                                             \
+    if (kind == 2) V(slice)(wp, xm, ym, bias, am, N, K, g, j0, r, 2);                                        \
+    else if (kind) V(slice)(wp, xm, ym, bias, am, N, K, g, j0, r, 1);                                        \
     else V(slice)(wp, xm, ym, bias, am, N, K, g, j0, r, 0);                                                   \
     break;
                 switch (M - m) {

@@ -42,6 +42,8 @@ except ImportError:  # not built (no C compiler at install, not x86-64)
 
 ENABLED = True  # set False to measure or debug torch's operations in their place
 ATTEND_MAX_ROWS = 8  # query rows per (batch, head) the attention kernel takes (a window's beams)
+# the packed weights' dtypes (packed.pack_half) as the kernel's kinds: fp16 numbers, bf16, int8 + scales
+_KINDS = {torch.float16: 0, torch.bfloat16: 1, torch.uint8: 2}
 _KV_DTYPES = (torch.float32, torch.bfloat16)  # K/V the attention kernel reads (bf16 widened: exact)
 ISAS = ("avx512", "avx2")  # the kernels' versions, best first
 _ok: bool | None = None
@@ -97,7 +99,8 @@ def gemv(
     x: Tensor, packed_weight: Tensor, bias: Tensor | None, n_out: int, add: Tensor | None = None
 ) -> Tensor:
     """x (..., K) fp32 times a weight of `n_out` outputs packed by `packed.pack_half` (fp16 numbers of an fp32
-    weight, or bf16), plus `bias` (fp32), plus `add` (fp32, shaped like the result) when given: fp32 result."""
+    weight, bf16, or int8 with per-output scales), plus `bias` (fp32), plus `add` (fp32, shaped like the
+    result) when given: fp32 result."""
     K = x.shape[-1]
     x2 = x.reshape(-1, K).contiguous()
     y = torch.empty(*x.shape[:-1], n_out, dtype=torch.float32)
@@ -112,7 +115,7 @@ def gemv(
         x2.shape[0],
         n_out,
         K,
-        packed_weight.dtype == torch.bfloat16,
+        _KINDS[packed_weight.dtype],
         torch.get_num_threads(),
     )
     return y
@@ -195,7 +198,7 @@ def decoder_layer(
         x.data_ptr(), n[0], n[1], w[0], b[0], w[1], b[1], n[2], n[3], w[2], b[2], w[3], b[3],
         n[4], n[5], w[4], b[4], w[5], b[5],
     )  # fmt: skip
-    dims = (M, C, n_head, C // n_head, n_mlp, weights[0].dtype == torch.bfloat16)
+    dims = (M, C, n_head, C // n_head, n_mlp, _KINDS[weights[0].dtype])
     segs = tuple(
         (
             row0,

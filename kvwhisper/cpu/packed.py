@@ -20,6 +20,11 @@ weight goes through the same kernel as bf16, against fp32 rows. It needs the com
 install where a C compiler is, optional) and an x86-64 CPU with AVX-512, or with AVX2, F16C and FMA; elsewhere,
 for fp32 weights fp16 does not hold, and for more rows (the encoder), oneDNN as above.
 
+int8 weights (`PackedWeight.int8`, set by `kvwhisper.cpu.accelerate(model, int8=True)`, which load_model's
+`dtype="int8"` asks for): the same kernel reads each weight as one byte, quantized per output row, a quarter of
+fp32's bytes and half of bf16's; only the products that go through the kernel (a decode step's, a prompt's, the
+output projection) see them. Not exact: a model's own choice.
+
 Fusion (`FUSE`): `fused_linear` packs several weights stacked (the q/k/v projections: one product instead of
 three), and `linear(..., gelu=True)` / `linear(..., add=r)` fuse the MLP's GELU and the residual adds into the
 oneDNN call as post-ops. The encoder gains from it; a decode step, bound by the bytes of weight it reads,
@@ -101,6 +106,7 @@ class PackedWeight:
         # the 2-byte pack for kernels.gemv (None: not packed, or fp16 does not hold the fp32 weight)
         self.half: Tensor | None = None
         self.half_bias: Tensor | None = None
+        self.int8 = False  # pack for kernels.gemv as int8 with per-output scales instead (`pack_half`)
 
     @staticmethod
     def applies(weight: Tensor) -> bool:
@@ -148,13 +154,14 @@ class PackedWeight:
             return None
         if not (HALF and w0.dtype in _KERNEL_DTYPES and w0.device.type == "cpu" and kernels.available()):
             return None
-        key = _key([*weights, *biases])
+        key = (*_key([*weights, *biases]), self.int8)
         if key != self.half_key:
             with torch.inference_mode(False), torch.no_grad():
                 self.half, self.half_bias = pack_half(
                     torch.cat([w.detach() for w in weights]) if len(weights) > 1 else w0.detach(),
                     [b.detach() if b is not None else None for b in biases],
                     [w.shape[0] for w in weights],
+                    int8=self.int8,
                 )
             self.half_key = key
         return None if self.half is None else (self.half, self.half_bias)
@@ -166,18 +173,34 @@ class PackedWeight:
         return self._parts
 
     def __getstate__(self) -> dict:
-        return {}
+        return {"int8": self.int8}
 
     def __setstate__(self, state: dict) -> None:
         self.__init__()
+        self.int8 = state.get("int8", False)
 
 
 def pack_half(
-    weight: Tensor, biases: list[Tensor | None], sizes: list[int]
+    weight: Tensor, biases: list[Tensor | None], sizes: list[int], *, int8: bool = False
 ) -> tuple[Tensor | None, Tensor | None]:
-    """`weight` (N, K) as kernels.gemv's layout, (ceil(N / 64), K, 64) 2-byte numbers zero-padded: an fp32
-    weight as fp16 (None if fp16 does not hold it exactly), a bf16 weight as itself; and the biases of its parts
-    (`sizes` rows each) as one fp32 vector (None if all are None). Returns (None, None) where it does not apply."""
+    """`weight` (N, K) as kernels.gemv's layout, (ceil(N / 64), K, 64) numbers zero-padded: an fp32 weight as
+    fp16 (None if fp16 does not hold it exactly), a bf16 weight as itself; and the biases of its parts (`sizes`
+    rows each) as one fp32 vector (None if all are None). Returns (None, None) where it does not apply.
+
+    With `int8`: each output row quantized to int8, symmetric (scale = its largest |weight| / 127), the layout's
+    bytes followed by the N scales as fp32 bytes, all in one uint8 tensor."""
+    bias = None
+    if any(b is not None for b in biases):
+        bias = torch.cat([torch.zeros(n) if b is None else b.float() for n, b in zip(sizes, biases)])
+    N, K = weight.shape
+    groups = -(-N // 64)
+    if int8:
+        w = weight.float()
+        scale = (w.abs().amax(dim=1) / 127).clamp_min(torch.finfo(torch.float32).tiny)
+        q = torch.zeros(groups * 64, K, dtype=torch.int8)
+        q[:N] = torch.round(w / scale[:, None]).clamp(-127, 127).to(torch.int8)
+        body = q.view(groups, 64, K).transpose(1, 2).contiguous().view(torch.uint8).reshape(-1)
+        return torch.cat([body, scale.contiguous().view(torch.uint8)]), bias
     if weight.dtype == torch.bfloat16:
         narrow = weight
     else:
@@ -185,13 +208,8 @@ def pack_half(
         # not fp16 numbers (or out of fp16's range): oneDNN's product
         if not torch.equal(narrow.float(), weight):
             return None, None
-    N, K = weight.shape
-    groups = -(-N // 64)
     padded = torch.zeros(groups * 64, K, dtype=narrow.dtype)
     padded[:N] = narrow
-    bias = None
-    if any(b is not None for b in biases):
-        bias = torch.cat([torch.zeros(n) if b is None else b.float() for n, b in zip(sizes, biases)])
     return padded.view(groups, 64, K).transpose(1, 2).contiguous(), bias
 
 

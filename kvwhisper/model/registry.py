@@ -116,7 +116,9 @@ def resolve_dtype(dtype: torch.dtype | str | None, device: torch.device) -> torc
         return torch.float16 if device.type == "cuda" else torch.float32
     if isinstance(dtype, str):
         if dtype.lower() not in _DTYPES:
-            raise ValueError(f"unknown dtype {dtype!r}; use one of {sorted(set(_DTYPES))}")
+            raise ValueError(
+                f"unknown dtype {dtype!r}; use one of {sorted(set(_DTYPES))} (or 'int8' on the CPU)"
+            )
         return _DTYPES[dtype.lower()]
     return dtype
 
@@ -132,14 +134,19 @@ def load_model(
     """Load a Whisper model by name ("tiny.en", "base", ...) or from a checkpoint file/folder.
 
     The positional arguments are openai-whisper's; ``in_memory`` is accepted for that and changes nothing.
-    device: default "cuda" when available, else "cpu". dtype: default fp16 on CUDA, fp32 on CPU; "bf16" selectable.
+    device: default "cuda" when available, else "cpu". dtype: default fp16 on CUDA, fp32 on CPU; "bf16" selectable,
+    and on the CPU "int8": a bf16 model whose decode-step products read int8 weights (per output row) in the C
+    kernels (where they do not run, it is the bf16 model).
     On the CPU the model gets kvwhisper.cpu's packed weights and kernels (`model.use_plain()` removes them).
     Raises ModelLoadError (missing, truncated, wrong shapes, unknown format, malformed config fields,
     tokenizer mismatch, a CUDA device this torch cannot use).
     """
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     check_device(device)
-    dtype = resolve_dtype(dtype, device)
+    int8 = isinstance(dtype, str) and dtype.lower() == "int8"
+    if int8 and device.type != "cpu":
+        raise ValueError(f"dtype 'int8' is for the CPU (its decode-step kernels), not {device}")
+    dtype = resolve_dtype("bf16" if int8 else dtype, device)
     path = Path(name).expanduser()
     model_name = ALIASES.get(str(name), str(name))
     if path.exists():
@@ -151,7 +158,7 @@ def load_model(
             f"{name}: no such file or folder, and not a model name (names: {', '.join(available_models())})"
         )
     model = build_model(READERS[detect_format(source)](source), source, dtype, model_name).to(device)
-    return cpu.accelerate(model) if device.type == "cpu" else model
+    return cpu.accelerate(model, int8=int8) if device.type == "cpu" else model
 
 
 def check_device(device: torch.device) -> None:
