@@ -668,3 +668,22 @@ def test_int8_is_refused_off_the_cpu():
 
     with pytest.raises(ValueError, match="int8"):
         kvwhisper.load_model("tiny.en", device="meta", dtype="int8")
+
+
+def test_decoder_layer_call_follows_weight_changes(monkeypatch):
+    """What the one-call step keeps of a block is remade when its weights change in place (a new state dict)."""
+    from kvwhisper.cpu import kernels, ops
+
+    if not kernels.available():
+        pytest.skip("the C kernels are not built or this CPU runs neither version")
+    model = tiny_fp16_valued_model()
+    before = _decode_steps(model, 1, 2)
+    with torch.no_grad():
+        fc1 = model.decoder.blocks[1].mlp[0]
+        fc1.weight.mul_(0.5)  # still fp16 numbers
+        model.decoder.blocks[0].attn_ln.bias.add_(0.25)
+    after = _decode_steps(model, 1, 2)
+    monkeypatch.setattr(ops, "BLOCK_STEP", False)
+    op_by_op = _decode_steps(model, 1, 2)
+    assert not torch.allclose(before[0], after[0])
+    torch.testing.assert_close(after[0], op_by_op[0], atol=2e-4, rtol=1e-4)

@@ -172,11 +172,28 @@ def attend(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
     return out.transpose(1, 2)
 
 
+def weight_kind(pack: Tensor) -> int:
+    """The kernel's kind of a `packed.pack_half` pack: 0 fp16 numbers, 1 bf16, 2 int8 with per-output scales."""
+    return _KINDS[pack.dtype]
+
+
+def layer_pointers(norms: list[Tensor], weights: list[Tensor], biases: list[Tensor | None]) -> tuple:
+    """What `decoder_layer` takes of a layer: the three LayerNorms' weights and biases in order (fp32), the packs
+    of `packed.pack_half` (qkv stacked, out, cross query, cross out, fc1, fc2) and their fp32 biases (None:
+    none), as the kernel's 18 pointers. The tensors must outlive every call given these."""
+    w = [t.data_ptr() for t in weights]
+    b = [None if t is None else t.data_ptr() for t in biases]
+    n = [t.data_ptr() for t in norms]
+    return (
+        n[0], n[1], w[0], b[0], w[1], b[1], n[2], n[3], w[2], b[2], w[3], b[3],
+        n[4], n[5], w[4], b[4], w[5], b[5],
+    )  # fmt: skip
+
+
 def decoder_layer(
     x: Tensor,
-    norms: list[Tensor],
-    weights: list[Tensor],
-    biases: list[Tensor | None],
+    layer: tuple,
+    kind: int,
     eps: float,
     segments: list[tuple[int, int, int, tuple[Tensor, Tensor, Tensor, Tensor]]],
     n_head: int,
@@ -184,21 +201,12 @@ def decoder_layer(
 ) -> None:
     """One decoder layer's step for one new token per row, `x` (M, C) fp32 contiguous updated in place.
 
-    norms: the three LayerNorms' weights and biases in order, fp32; weights / biases: the packs of
-    `packed.pack_half` (qkv stacked, out, cross query, cross out, fc1, fc2) and their fp32 biases; n_mlp: fc1's
+    layer: `layer_pointers` of the layer; kind: `weight_kind` of its packs; eps: its LayerNorms'; n_mlp: fc1's
     outputs. segments: (first row, rows, position, (k cache, v cache, cross k, cross v)) in row order, covering
     x: the rows' self-attention cache (rows, H, capacity, D) fp32, the new token's K/V written at `position`,
     and their windows' audio K/V (windows, H, S, D) fp32 or bf16, shared by the rows / windows rows of each
     window."""
     M, C = x.shape
-    w = [t.data_ptr() for t in weights]
-    b = [None if t is None else t.data_ptr() for t in biases]
-    n = [t.data_ptr() for t in norms]
-    pointers = (
-        x.data_ptr(), n[0], n[1], w[0], b[0], w[1], b[1], n[2], n[3], w[2], b[2], w[3], b[3],
-        n[4], n[5], w[4], b[4], w[5], b[5],
-    )  # fmt: skip
-    dims = (M, C, n_head, C // n_head, n_mlp, _KINDS[weights[0].dtype])
     segs = tuple(
         (
             row0,
@@ -218,4 +226,5 @@ def decoder_layer(
         )  # fmt: skip
         for row0, rows, position, (kc, vc, ck, cv) in segments
     )
-    _c.decoder_layer(pointers, dims, segs, eps, torch.get_num_threads())
+    dims = (M, C, n_head, C // n_head, n_mlp, kind)
+    _c.decoder_layer((x.data_ptr(), *layer), dims, segs, eps, torch.get_num_threads())

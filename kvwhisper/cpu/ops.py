@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from . import amx, kernels
+from . import amx, kernels, packed
 from .packed import HALF_MAX_ROWS, PackedLinear, PackedWeight, fused_linear
 from .packed import enabled as packed_enabled
 from .packed import linear as packed_linear
@@ -39,6 +39,7 @@ class CPUOps:
 
     def __init__(self) -> None:
         self.output = PackedWeight()
+        self._plans: dict[int, _LayerPlan] = {}  # block_step's, by id of the block
 
     def attend(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
         if q.device.type == "cpu" and (k.dtype == torch.float32 or q.shape[-2] <= FEW_QUERIES):
@@ -78,7 +79,10 @@ class CPUOps:
     ) -> Tensor | None:
         """A decoder block's one-token step, x (B, 1, C) fp32, through one C call (kernels.decoder_layer): the
         same kernels as op by op, to fp32 rounding (layer norm and GELU are its own). None where it does not
-        apply: no kernels here, not fp32 rows and caches, too many rows, weights fp16 does not hold."""
+        apply: no kernels here, not fp32 rows and caches, too many rows, weights fp16 does not hold.
+
+        What the call takes of the block (its packs' pointers) is made once and kept (`_LayerPlan`) while the
+        block's parameters stay where and as they are (storage and version, as the packs themselves)."""
         B, T, C = x.shape
         if not (
             BLOCK_STEP
@@ -86,37 +90,30 @@ class CPUOps:
             and B <= HALF_MAX_ROWS
             and x.dtype is torch.float32
             and x.is_cpu
+            and packed.HALF
             and all(_fits(rows, kv) for rows, kv, _ in segments)
             and kernels.available()
             and kernels.eager_inference(x)
         ):
             return None
-        attn, cross, fc1, fc2 = block.attn, block.cross_attn, block.mlp[0], block.mlp[2]
-        layers = (attn.query, attn.key, attn.value, attn.out, cross.query, cross.out, fc1, fc2)
-        D = C // attn.n_head
-        if D % 16 or D > 128 or not all(isinstance(m, PackedLinear) for m in layers):
-            return None
-        q, k, v = attn.query, attn.key, attn.value
-        packs = [q.stacked.get_half([q.weight, k.weight, v.weight], [q.bias, k.bias, v.bias])]
-        packs += [
-            m.packed.get_half([m.weight], [m.bias]) for m in (attn.out, cross.query, cross.out, fc1, fc2)
-        ]
-        if any(p is None for p in packs):
-            return None
-        norms = [block.attn_ln, block.cross_attn_ln, block.mlp_ln]
+        plan = self._plans.get(id(block))
+        if plan is None or plan.block is not block or not plan.current():
+            plan = _LayerPlan.make(block, C)
+            if plan is None:
+                return None
+            self._plans[id(block)] = plan
         out = x.reshape(B, C).clone()
         kernels.decoder_layer(
             out,
-            [t.float() for n in norms for t in (n.weight, n.bias)],
-            [p[0] for p in packs],
-            [p[1] for p in packs],
-            block.attn_ln.eps,
+            plan.pointers,
+            plan.kind,
+            plan.eps,
             [
                 (rows.start, rows.stop - rows.start, position, (kv.self_k, kv.self_v, kv.cross_k, kv.cross_v))
                 for rows, kv, position in segments
             ],
-            attn.n_head,
-            fc1.out_features,
+            plan.n_head,
+            plan.n_mlp,
         )
         return out.view(B, 1, C)
 
@@ -156,3 +153,46 @@ def _fits(rows: slice, kv) -> bool:
         and n // kv.cross_k.shape[0] <= kernels.ATTEND_MAX_ROWS
         and all(t.stride(-1) == 1 for t in (kv.self_k, kv.self_v, kv.cross_k, kv.cross_v))
     )
+
+
+def _stamp(tensors: tuple[Tensor, ...], packs: tuple[PackedWeight, ...]) -> tuple:
+    return (*((t.data_ptr(), t._version) for t in tensors), *(p.int8 for p in packs))
+
+
+class _LayerPlan:
+    """What `CPUOps.block_step` hands kernels.decoder_layer for one decoder block: its packs' pointers (the packs
+    kept alive here), and the stamp of the parameters and packing choices they were made from."""
+
+    __slots__ = ("block", "tensors", "packed", "stamp", "packs", "pointers", "kind", "eps", "n_head", "n_mlp")
+
+    @classmethod
+    def make(cls, block: nn.Module, C: int) -> _LayerPlan | None:
+        attn, cross, fc1, fc2 = block.attn, block.cross_attn, block.mlp[0], block.mlp[2]
+        layers = (attn.query, attn.key, attn.value, attn.out, cross.query, cross.out, fc1, fc2)
+        D = C // attn.n_head
+        if D % 16 or D > 128 or not all(isinstance(m, PackedLinear) for m in layers):
+            return None
+        q, k, v = attn.query, attn.key, attn.value
+        packs = [q.stacked.get_half([q.weight, k.weight, v.weight], [q.bias, k.bias, v.bias])]
+        singles = (attn.out, cross.query, cross.out, fc1, fc2)
+        packs += [m.packed.get_half([m.weight], [m.bias]) for m in singles]
+        if any(p is None for p in packs):
+            return None
+        norms = [block.attn_ln, block.cross_attn_ln, block.mlp_ln]
+        plan = cls()
+        plan.block = block
+        plan.tensors = tuple(t for m in (*layers, *norms) for t in (m.weight, m.bias) if t is not None)
+        plan.packed = (q.stacked, *(m.packed for m in singles))
+        plan.stamp = _stamp(plan.tensors, plan.packed)
+        plan.packs = packs
+        norm_tensors = [t.float() for n in norms for t in (n.weight, n.bias)]
+        plan.pointers = kernels.layer_pointers(norm_tensors, [p[0] for p in packs], [p[1] for p in packs])
+        plan.packs = (packs, norm_tensors)  # alive as long as the pointers
+        plan.kind = kernels.weight_kind(packs[0][0])
+        plan.eps = block.attn_ln.eps
+        plan.n_head, plan.n_mlp = attn.n_head, fc1.out_features
+        return plan
+
+    def current(self) -> bool:
+        """Whether the block's parameters and packing choices are still those the plan was made from."""
+        return _stamp(self.tensors, self.packed) == self.stamp
