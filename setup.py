@@ -9,18 +9,12 @@ from setuptools import Extension, setup
 setup(
     ext_modules=[
         Extension(
-            "kvwhisper.cpu._kernels",
-            sources=["kvwhisper/cpu/_kernels.c"],
+            f"kvwhisper.cpu.{name}",
+            sources=[f"kvwhisper/cpu/{name}.c"],
             extra_compile_args=["-O3", "-fopenmp"],
             extra_link_args=["-fopenmp"],
             optional=True,
-        ),
-        Extension(
-            "kvwhisper.cpu._amx",
-            sources=["kvwhisper/cpu/_amx.c"],
-            extra_compile_args=["-O3", "-fopenmp"],
-            extra_link_args=["-fopenmp"],
-            optional=True,
-        ),
+        )
+        for name in ("_kernels", "_amx")
     ]
 )

@@ -39,7 +39,7 @@ class CPUOps:
 
     def __init__(self) -> None:
         self.output = PackedWeight()
-        self._plans: dict[int, _LayerPlan] = {}  # block_step's, by id of the block
+        self._plans: dict[nn.Module, _LayerPlan] = {}  # block_step's, by decoder block
 
     def attend(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
         if q.device.type == "cpu" and (k.dtype == torch.float32 or q.shape[-2] <= FEW_QUERIES):
@@ -96,12 +96,12 @@ class CPUOps:
             and kernels.eager_inference(x)
         ):
             return None
-        plan = self._plans.get(id(block))
-        if plan is None or plan.block is not block or not plan.current():
+        plan = self._plans.get(block)
+        if plan is None or not plan.current():
             plan = _LayerPlan.make(block, C)
             if plan is None:
                 return None
-            self._plans[id(block)] = plan
+            self._plans[block] = plan
         out = x.reshape(B, C).clone()
         kernels.decoder_layer(
             out,
@@ -163,7 +163,7 @@ class _LayerPlan:
     """What `CPUOps.block_step` hands kernels.decoder_layer for one decoder block: its packs' pointers (the packs
     kept alive here), and the stamp of the parameters and packing choices they were made from."""
 
-    __slots__ = ("block", "tensors", "packed", "stamp", "packs", "pointers", "kind", "eps", "n_head", "n_mlp")
+    __slots__ = ("tensors", "packed", "stamp", "packs", "pointers", "kind", "eps", "n_head", "n_mlp")
 
     @classmethod
     def make(cls, block: nn.Module, C: int) -> _LayerPlan | None:
@@ -180,11 +180,9 @@ class _LayerPlan:
             return None
         norms = [block.attn_ln, block.cross_attn_ln, block.mlp_ln]
         plan = cls()
-        plan.block = block
         plan.tensors = tuple(t for m in (*layers, *norms) for t in (m.weight, m.bias) if t is not None)
         plan.packed = (q.stacked, *(m.packed for m in singles))
         plan.stamp = _stamp(plan.tensors, plan.packed)
-        plan.packs = packs
         norm_tensors = [t.float() for n in norms for t in (n.weight, n.bias)]
         plan.pointers = kernels.layer_pointers(norm_tensors, [p[0] for p in packs], [p[1] for p in packs])
         plan.packs = (packs, norm_tensors)  # alive as long as the pointers
