@@ -4,17 +4,20 @@ joining and leaving). Real weights and real speech: test_batched_speech.py."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 from helpers import random_mel, tiny_fp16_valued_model
 
 import kvwhisper
+from kvwhisper.audio.files import duration_hint
 from kvwhisper.cpu import kernels
 from kvwhisper.decoding import DecodingOptions, DecodingTask, decode
 from kvwhisper.decoding.batch import BatchDecoder
 from kvwhisper.model.ragged import step_windows
-from kvwhisper.transcribe.batched import BatchTranscriptionError, quiet_cuts, transcribe_iter
+from kvwhisper.transcribe.batched import BatchTranscriptionError, longest_first, quiet_cuts, transcribe_iter
 
 # where each row is computed on its own (the CPU kernels over 2-byte weights), batched equals alone bit for
 # bit; elsewhere (oneDNN's products, whose blocking follows the row count) to fp32 rounding
@@ -136,6 +139,7 @@ def test_sampling_generator_makes_a_decode_repeatable(model, mels):
     assert decode(model, mels[0], options).tokens == a.tokens
 
 
+DATA = Path(__file__).parent / "data"
 SHORT = dict(sample_len=24, temperature=(0.0, 0.5, 1.0))  # random weights: short decodes, few fallbacks
 
 
@@ -148,7 +152,7 @@ def _recordings():
 @pytest.mark.parametrize("options", [dict(), dict(beam_size=2, best_of=2, word_timestamps=True)])
 def test_transcribing_a_list_equals_each_recording_alone(model, options):
     """Recordings of mixed lengths, some windows falling back to sampling, batch size 3 (so recordings
-    wait and join as others finish): each result equals the recording transcribed alone with the same seed."""
+    wait and join as others finish, opened longest first): each result, in input order, equals the recording transcribed alone with the same seed."""
     audios = _recordings()
     options = dict(options, **SHORT)
     batched = kvwhisper.transcribe(model, audios, batch_size=3, seed=7, **options)
@@ -180,6 +184,22 @@ def test_bad_options_are_refused_before_any_recording_is_read(model):
         kvwhisper.transcribe(model, ["/no/such/file.wav"], temperature=-1.0)
     with pytest.raises(ValueError, match="batch_size"):
         list(transcribe_iter(model, [_recordings()[0]], batch_size=0))
+
+
+def test_a_list_longer_than_the_batch_is_opened_longest_first(tmp_path):
+    """Waveforms by their length, files by their headers; sources whose length is unknown (bytes, file
+    objects, unreadable files) last in their order; a short list and an iterator keep their order."""
+    wav = np.zeros(16000 * 7, dtype=np.float32)
+    flac = DATA / "jfk.flac"  # 11 s
+    bad = tmp_path / "bad.wav"
+    bad.write_bytes(b"not audio")
+    audios = [np.zeros(16000, np.float32), str(bad), wav, b"RIFF", str(flac), torch.zeros(2, 16000 * 3)]
+    assert [i for i, _ in longest_first(audios, batch_size=2)] == [4, 2, 5, 0, 1, 3]
+    assert [i for i, _ in longest_first(audios, batch_size=6)] == [0, 1, 2, 3, 4, 5]
+    assert [i for i, _ in longest_first(iter(audios), batch_size=2)] == [0, 1, 2, 3, 4, 5]
+    assert duration_hint(str(flac)) == pytest.approx(11.0, abs=0.1)
+    assert duration_hint(str(bad)) is None and duration_hint(str(tmp_path)) is None
+    assert duration_hint("-") is None and duration_hint(b"RIFF") is None
 
 
 def test_quiet_cuts_find_the_silence_near_each_boundary():

@@ -110,6 +110,26 @@ def load_audio(
     )
 
 
+def duration_hint(file: Any) -> float | None:
+    """Roughly how many seconds ``file`` holds, found without decoding it: a waveform's length, or what a
+    regular file's headers announce. None where that is unknown or would consume the source (bytes, file
+    objects, pipes, standard input) and for files FFmpeg cannot open (their error comes when they are loaded).
+    Used to order work (longest first), never for results."""
+    if isinstance(file, (np.ndarray, torch.Tensor)):
+        return max(file.shape, default=0) / SAMPLE_RATE if file.ndim else None
+    if not isinstance(file, (str, os.PathLike)) or str(os.fspath(file)) == STDIN:
+        return None
+    name = str(os.fspath(file))
+    try:
+        if not stat.S_ISREG(os.stat(name).st_mode):
+            return None
+        with av.open(os.path.abspath(name), metadata_errors="ignore") as container:
+            seconds = _claimed_seconds(container, container.streams.best("audio"))
+    except (OSError, av.FFmpegError, AttributeError, TypeError, ValueError):
+        return None
+    return seconds if seconds > 0 else None
+
+
 # --------------------------------------------------------------------------------------------------------
 # encoded sources
 

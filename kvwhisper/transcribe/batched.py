@@ -32,6 +32,7 @@ import tqdm
 
 from ..audio import FRAMES_PER_SECOND, SAMPLE_RATE
 from ..audio.features import as_waveform
+from ..audio.files import duration_hint
 from ..audio.vad import VadOptions, speech_samples
 from ..decoding import DecodingResult, DecodingTask
 from ..decoding.batch import BatchDecoder
@@ -92,9 +93,10 @@ class Scheduler:
         self.waiting: list[_Stream] = []  # a request not yet started
         self.open = 0  # recordings with a window waiting or decoding
 
-    def run(self, audios: Iterable[Any]) -> Iterator[tuple[int, TranscriptionResult | Exception]]:
-        """Yields (index, result or the exception it failed with) as each recording finishes."""
-        inputs = enumerate(audios)
+    def run(self, audios: Iterable[tuple[int, Any]]) -> Iterator[tuple[int, TranscriptionResult | Exception]]:
+        """Opens the (index, recording) pairs in their order; yields (index, result or the exception it failed
+        with) as each recording finishes."""
+        inputs = iter(audios)
         exhausted = False
         while True:
             while not exhausted and self.open < self.batch_size:
@@ -184,10 +186,24 @@ def transcribe_iter(
 
     scheduler = Scheduler(model, batch_size, options, bar.update, opened)
     with bar, torch.no_grad():
-        for index, result in scheduler.run(audios):
+        for index, result in scheduler.run(longest_first(audios, batch_size)):
             if verbose and isinstance(result, TranscriptionResult):
                 _print_result(index, result)
             yield index, result
+
+
+def longest_first(audios: Iterable[Any], batch_size: int) -> Iterator[tuple[int, Any]]:
+    """(index, recording) in the order to open them. A list longer than the batch is opened longest first
+    (`duration_hint`: headers, not decoding; unknown lengths last, in their order), so that the long
+    recordings, whose windows must follow one another, start early and the others fill the batch around
+    them, instead of one long recording decoding alone at the end. Other iterables keep their order (they
+    are read lazily)."""
+    if not isinstance(audios, Sequence) or isinstance(audios, (str, bytes)) or len(audios) <= batch_size:
+        yield from enumerate(audios)
+        return
+    hints = [duration_hint(audio) for audio in audios]
+    for index in sorted(range(len(audios)), key=lambda i: (hints[i] is None, -(hints[i] or 0.0))):
+        yield index, audios[index]
 
 
 def transcribe_many(
