@@ -12,9 +12,10 @@ import pytest
 import torch
 from helpers import random_mel, reference_copy, tiny_random_model
 
+from kvwhisper.cpu import kernels
 from kvwhisper.decoding import DecodingOptions, DecodingTask, decode
 from kvwhisper.decoding.choosers import BeamSearchChooser, GreedyChooser, rank_candidates
-from kvwhisper.decoding.logits import ApplyTimestampRules, SuppressBlank, SuppressTokens
+from kvwhisper.decoding.logits import ApplyTimestampRules, FusedProcessors, SuppressBlank, SuppressTokens
 
 NEG = float("-inf")
 
@@ -258,3 +259,94 @@ def test_compiled_step_gives_the_eager_tokens(model, mels):
     for a, b in zip(eager, compiled):
         assert a.tokens == b.tokens
         assert math.isclose(a.avg_logprob, b.avg_logprob, abs_tol=1e-4)
+
+
+# -- the processors and greedy's choice in one call (FusedProcessors) ------------------------------------------
+
+
+def _tokenizer_like(tb, eot, no_ts, blank=220):
+    return SimpleNamespace(
+        timestamp_begin=tb, eot=eot, no_timestamps=no_ts, encode=lambda text, **kw: [blank]
+    )
+
+
+def _random_case(g, rows, V, tb, sample_begin, n_sampled):
+    """Rows of prompt tokens then `n_sampled` sampled ones, a mix of text and (non-decreasing or not)
+    timestamps; logits spread enough that either side of rule 4 happens."""
+    tokens = torch.randint(0, tb, (rows, sample_begin + n_sampled), generator=g)
+    is_ts = torch.rand(rows, n_sampled, generator=g) < 0.4
+    ts = torch.randint(tb, V, (rows, n_sampled), generator=g)
+    tokens[:, sample_begin:] = torch.where(is_ts, ts, tokens[:, sample_begin:])
+    logits = torch.randn(rows, V, generator=g) * torch.rand(rows, 1, generator=g) * 8
+    logits[:, tb:] += torch.randn(rows, 1, generator=g) * 4  # timestamps' mass from far below to far above
+    return tokens, logits
+
+
+@pytest.mark.skipif(not kernels.available(), reason="the CPU kernels are not built or do not run here")
+@pytest.mark.parametrize("max_initial", [None, 3])
+@pytest.mark.parametrize("with_blank", [True, False])
+def test_fused_processors_mask_what_the_processors_mask(max_initial, with_blank):
+    """Random rows (first sampled position and later, timestamps paired, lone, decreasing): the one-call
+    processors leave exactly the logits the processors one by one leave, and force the same rows."""
+    V, tb, eot, no_ts, sample_begin = 1200, 1000, 900, 999, 3
+    tok = _tokenizer_like(tb, eot, no_ts)
+    blank = SuppressBlank(tok, sample_begin)
+    processors = [blank] if with_blank else []
+    processors += [
+        SuppressTokens([5, 17, 17, 640, 950], n_vocab=V),
+        ApplyTimestampRules(tok, sample_begin, max_initial),
+    ]
+    fused = FusedProcessors.of(processors)
+    g = torch.Generator().manual_seed(0)
+    forced_seen = set()
+    for case in range(300):
+        tokens, logits = _random_case(g, 4, V, tb, sample_begin, case % 7)
+        expected = logits.clone()
+        for p in processors:
+            p.apply(expected, tokens)
+        want_forced = processors[-1].forced.clone()
+        assert fused.applies(logits, tokens)
+        fused.apply(logits, tokens)
+        assert torch.equal(logits, expected), case
+        assert torch.equal(processors[-1].forced, want_forced), case
+        forced_seen.update(want_forced.tolist())
+    assert forced_seen == {True, False}
+
+
+@pytest.mark.skipif(not kernels.available(), reason="the CPU kernels are not built or do not run here")
+def test_fused_greedy_choice_equals_the_greedy_chooser():
+    """Next tokens equal greedy's argmax (ended rows keep eot); log-probs to float rounding."""
+    V, tb, eot, no_ts, sample_begin = 1200, 1000, 900, 999, 2
+    tok = _tokenizer_like(tb, eot, no_ts)
+    processors = [SuppressTokens([5, 640], n_vocab=V), ApplyTimestampRules(tok, sample_begin, None)]
+    fused = FusedProcessors.of(processors)
+    chooser = GreedyChooser(0.0, eot=eot)
+    g = torch.Generator().manual_seed(1)
+    for case in range(200):
+        tokens, logits = _random_case(g, 5, V, tb, sample_begin, 1 + case % 5)
+        tokens[0, -1] = eot  # an ended row
+        logits[1, 7] = logits[1, 8] = logits[1].max() + 1  # a tie: the first index wins
+        expected, sums = logits.clone(), torch.full((5,), -1.5)
+        for p in processors:
+            p.apply(expected, tokens)
+        want, _, _ = chooser.update(tokens, expected, sums)
+        got_sums = torch.full((5,), -1.5)
+        next_tokens = fused.apply(logits, tokens, got_sums)
+        assert torch.equal(next_tokens, want[:, -1]), case
+        torch.testing.assert_close(got_sums, sums, rtol=1e-6, atol=1e-6)
+        assert got_sums[0] == -1.5
+
+
+def test_fused_processors_only_for_the_standard_list():
+    tok = _tokenizer_like(1000, 900, 999)
+
+    class Mine(ApplyTimestampRules):
+        pass
+
+    rules, suppress = ApplyTimestampRules(tok, 2, None), SuppressTokens([5])
+    assert FusedProcessors.of([suppress]) is None  # no eot known
+    assert FusedProcessors.of([Mine(tok, 2, None)]) is None
+    assert FusedProcessors.of([rules, suppress]) is None  # another order
+    assert FusedProcessors.of([SuppressBlank(tok, 3), rules]) is None  # two sample_begins
+    if kernels.available():
+        assert FusedProcessors.of([suppress, rules]) is not None

@@ -240,9 +240,11 @@ static const struct isa {
     int (*runs)(void); /* whether this CPU runs it */
     groups_fn *groups;
     attend_head_fn *attend_head;
+    float (*max_of)(const float *x, int n);
+    float (*sum_exp)(const float *x, int n, float mx);
 } ISAS[] = {
-    {"avx512", runs_avx512, groups_avx512, attend_head_avx512},
-    {"avx2", runs_avx2, groups_avx2, attend_head_avx2},
+    {"avx512", runs_avx512, groups_avx512, attend_head_avx512, max_of_avx512, sum_exp_avx512},
+    {"avx2", runs_avx2, groups_avx2, attend_head_avx2, max_of_avx2, sum_exp_avx2},
 };
 #define N_ISAS ((int)(sizeof(ISAS) / sizeof(ISAS[0])))
 
@@ -407,6 +409,85 @@ decoder_layer(const struct layer *L, const struct segment *seg, int n_seg, float
     gemv(L->w[5], mlp, x, L->b[5], x, M, C, F, kind, threads);
     free(h);
     return 0;
+}
+
+/* ---- a decode step's logits: the logits processors and the greedy choice, row by row ----
+
+   decoding/logits.py's processors on B rows of V logits, in place and in their order: suppress blank (at the
+   first sampled position, T == sample_begin: the `blank` ids), suppress tokens (the `suppress` ids), and, where
+   tb >= 0, the timestamp rules: never <|notimestamps|>; after a timestamp closing a pair (or opening the text),
+   no timestamp; after a lone one, no text (below eot); no timestamp below the last one (below or equal unless
+   it closes a pair now); the first sampled token a timestamp of at most max_initial steps; and every text token
+   forbidden where the timestamps' total probability beats the best text token's (forced[b] = 1). Then, with
+   `next`, greedy's choice: the first largest logit, its log-softmax added to sum_logprobs[b], except for a row
+   whose last token is eot, which takes eot. tokens: (B, T) int64, every token so far. Only the logsumexp
+   and log-softmax differ from torch's, by the rounding of another exp. */
+struct rules {
+    int sample_begin, tb, eot, no_timestamps, max_initial; /* tb < 0: no timestamp rules; the others < 0: none */
+    const int64_t *blank, *suppress;
+    long n_blank, n_suppress;
+};
+
+static void
+forbid(float *x, long from, long to, long n)
+{
+    if (from < 0) from = 0;
+    if (to > n) to = n;
+    for (long i = from; i < to; i++) x[i] = -INFINITY;
+}
+
+/* log(sum(e^x)) as torch's logsumexp: the maximum plus the log of the sum of e^(x - maximum) */
+static float
+logsumexp(const float *x, long n)
+{
+    float mx = current->max_of(x, (int)n);
+    if (!isfinite(mx)) return mx; /* every x -inf (or an inf or a NaN among them) */
+    return mx + logf(current->sum_exp(x, (int)n, mx));
+}
+
+static void
+process_row(float *l, long V, const int64_t *tok, long T, const struct rules *r, uint8_t *forced)
+{
+    if (T == r->sample_begin)
+        for (long i = 0; i < r->n_blank; i++) l[r->blank[i]] = -INFINITY;
+    for (long i = 0; i < r->n_suppress; i++) l[r->suppress[i]] = -INFINITY;
+    *forced = 0;
+    if (r->tb < 0) return;
+    long tb = r->tb, n = T - r->sample_begin;
+    if (r->no_timestamps >= 0) l[r->no_timestamps] = -INFINITY;
+    if (n > 0) {
+        int last = tok[T - 1] >= tb, penultimate = n >= 2 ? tok[T - 2] >= tb : 1;
+        if (last && penultimate) forbid(l, tb, V, V);
+        if (last && !penultimate) forbid(l, 0, r->eot, V);
+        for (long j = T - 1; j >= r->sample_begin; j--)
+            if (tok[j] >= tb) {
+                forbid(l, tb, (last && !penultimate) ? tok[j] : tok[j] + 1, V);
+                break;
+            }
+    }
+    if (n == 0) {
+        forbid(l, 0, tb, V);
+        if (r->max_initial >= 0) forbid(l, tb + r->max_initial + 1, V, V);
+    }
+    if (logsumexp(l + tb, V - tb) > current->max_of(l, (int)tb)) {
+        *forced = 1;
+        forbid(l, 0, tb, V);
+    }
+}
+
+static void
+greedy_row(const float *l, long V, int64_t last, int eot, float *sum_logprob, int64_t *next)
+{
+    float mx = current->max_of(l, (int)V);
+    long i = 0;
+    while (i < V && l[i] != mx) i++;
+    if (i == V) i = 0; /* NaN logits: torch's argmax would pick the NaN; only a broken model gets here */
+    if (last == eot) {
+        *next = eot;
+        return;
+    }
+    *sum_logprob += isfinite(mx) ? (l[i] - mx) - logf(current->sum_exp(l, (int)V, mx)) : NAN;
+    *next = i;
 }
 #endif
 
@@ -673,6 +754,54 @@ fail:
 #endif
 }
 
+/* logits_step(logits, tokens, forced, sum_logprobs, next, blank, suppress, B, V, T, sample_begin, tb, eot,
+   no_timestamps, max_initial, n_blank, n_suppress): pointers as ints (sum_logprobs and next: None for the
+   processors alone), the rest as ints (struct rules above) */
+static PyObject *
+py_logits_step(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    static const char usage[] = "logits_step takes 17 arguments: logits, tokens, forced, sum_logprobs, next, blank, "
+                                "suppress, B, V, T, sample_begin, tb, eot, no_timestamps, max_initial, n_blank, "
+                                "n_suppress";
+    void *p[7];
+    long d[10];
+    if (parse_args(args, nargs, 7, p, 10, d, usage)) return NULL;
+    long B = d[0], V = d[1], T = d[2];
+    if (!p[0] || !p[1] || !p[2] || B < 1 || V < 1 || T < 1 || d[3] < 0 || d[3] > T || d[4] >= V || d[5] >= V ||
+        d[6] >= V || (!p[3] != !p[4]) || (d[8] && !p[5]) || (d[9] && !p[6]) || d[8] < 0 || d[9] < 0) {
+        PyErr_SetString(PyExc_ValueError, "logits_step: null pointer or bad shape");
+        return NULL;
+    }
+    if (!supported()) {
+        PyErr_SetString(PyExc_RuntimeError, "logits_step" NO_KERNEL);
+        return NULL;
+    }
+#if HAVE_KERNEL
+    struct rules r = {
+        .sample_begin = (int)d[3], .tb = (int)d[4], .eot = (int)d[5], .no_timestamps = (int)d[6],
+        .max_initial = (int)d[7], .blank = p[5], .suppress = p[6], .n_blank = d[8], .n_suppress = d[9],
+    };
+    for (long i = 0; i < r.n_blank + r.n_suppress; i++) {
+        int64_t id = i < r.n_blank ? r.blank[i] : r.suppress[i - r.n_blank];
+        if (id < 0 || id >= V) {
+            PyErr_SetString(PyExc_ValueError, "logits_step: a suppressed token id outside the vocabulary");
+            return NULL;
+        }
+    }
+    float *logits = p[0], *sums = p[3];
+    const int64_t *tokens = p[1];
+    int64_t *next = p[4];
+    uint8_t *forced = p[2];
+    for (long b = 0; b < B; b++) {
+        float *l = logits + b * V;
+        const int64_t *tok = tokens + b * T;
+        process_row(l, V, tok, T, &r, forced + b);
+        if (next) greedy_row(l, V, tok[T - 1], r.eot, sums + b, next + b);
+    }
+#endif
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
     {"supported", py_supported, METH_NOARGS,
      "Whether this CPU runs the kernels (AVX-512, or AVX2, with F16C and FMA)."},
@@ -685,6 +814,9 @@ static PyMethodDef methods[] = {
      "attend(q, k, v, o, N, H, R, S, D, q_strides, k_strides, v_strides, o_strides, threads, kv16): attention."},
     {"decoder_layer", (PyCFunction)(void (*)(void))py_decoder_layer, METH_FASTCALL,
      "decoder_layer(pointers, dims, segments, eps, threads): one decoder layer's one-token step, x in place."},
+    {"logits_step", (PyCFunction)(void (*)(void))py_logits_step, METH_FASTCALL,
+     "logits_step(logits, tokens, forced, sum_logprobs, next, blank, suppress, B, V, T, sample_begin, tb, eot, "
+     "no_timestamps, max_initial, n_blank, n_suppress): logits processors (and greedy's choice) in place."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -855,6 +987,29 @@ static TARGET void V(attend_head)(const float *q, long q_r, const void *k, long 
         for (int r = 0; r < R; r++)
             for (int j = 0; j < dn; j++) V(store)(o + r * o_r + 16 * (d0 + j), V(mul)(acc[r][j], V(set1)(inv[r])));
     }
+}
+
+/* the largest of x[0 .. n) (-inf for n = 0) */
+TARGET float V(max_of)(const float *x, int n)
+{
+    V(vec) m = V(set1)(-INFINITY);
+    int i = 0;
+    for (; i + 16 <= n; i += 16) m = V(max)(m, V(load)(x + i));
+    float lanes[16], r = -INFINITY;
+    V(store)(lanes, m);
+    for (int j = 0; j < 16; j++) r = lanes[j] > r ? lanes[j] : r;
+    for (; i < n; i++) r = x[i] > r ? x[i] : r;
+    return r;
+}
+
+/* the sum of e^(x[i] - mx) over x[0 .. n), mx >= every x[i] and finite; lanes summed in the fixed tree */
+TARGET float V(sum_exp)(const float *x, int n, float mx)
+{
+    V(vec) s = V(zero)(), m = V(set1)(mx);
+    int i = 0;
+    for (; i + 16 <= n; i += 16) s = V(add)(s, V(exp)(V(sub)(V(load)(x + i), m)));
+    if (i < n) s = V(add)(s, V(keepn)(V(exp)(V(sub)(V(loadn)(x + i, n - i), m)), n - i));
+    return V(hsum)(s);
 }
 
 #endif

@@ -228,3 +228,39 @@ def decoder_layer(
     )
     dims = (M, C, n_head, C // n_head, n_mlp, kind)
     _c.decoder_layer((x.data_ptr(), *layer), dims, segs, eps, torch.get_num_threads())
+
+
+def logits_step(
+    logits: Tensor,
+    tokens: Tensor,
+    forced: Tensor,
+    rules: tuple[int, int, int, int, int],
+    blank: Tensor,
+    suppress: Tensor,
+    sum_logprobs: Tensor | None = None,
+    next_tokens: Tensor | None = None,
+) -> None:
+    """A decode step's logits processors (decoding/logits.py: suppress blank, suppress tokens, the timestamp
+    rules) on `logits` (B, V) fp32 in place, in one call, and with `sum_logprobs` and `next_tokens` greedy's
+    choice too (next_tokens (B,) int64 written, sum_logprobs (B,) fp32 updated, as `greedy_step` at temperature
+    0). tokens: (B, T) int64, every token so far; forced: (B,) uint8 written (1: the timestamp rules forced a
+    timestamp). rules: (sample_begin, timestamp_begin or -1 for no timestamp rules, eot, no_timestamps or -1,
+    max_initial_timestamp_index or -1); blank / suppress: int64 ids (blank only at T == sample_begin). All
+    contiguous CPU tensors. The masks are the processors' exactly; the timestamps' logsumexp and the
+    log-softmax differ from torch's by the rounding of another exp."""
+    B, V = logits.shape
+    _c.logits_step(
+        logits.data_ptr(),
+        tokens.data_ptr(),
+        forced.data_ptr(),
+        None if sum_logprobs is None else sum_logprobs.data_ptr(),
+        None if next_tokens is None else next_tokens.data_ptr(),
+        blank.data_ptr() if blank.numel() else None,
+        suppress.data_ptr() if suppress.numel() else None,
+        B,
+        V,
+        tokens.shape[1],
+        *rules,
+        blank.numel(),
+        suppress.numel(),
+    )

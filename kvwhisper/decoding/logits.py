@@ -137,3 +137,77 @@ class ApplyTimestampRules(LogitsProcessor):
         upper = torch.where(last_index >= 0, upper, 0)  # nothing to forbid without a timestamp
         steps = torch.arange(logits.shape[-1] - tb, device=logits.device)  # only the timestamp columns
         logits[:, tb:].masked_fill_(steps < upper[:, None], NEG_INF)
+
+
+class FusedProcessors:
+    """The processors above applied in one C call per step on the CPU (kvwhisper.cpu.kernels.logits_step),
+    and greedy's choice with them: the same masks, decided by the same rules; what a step costs in torch
+    operations (~50 small ones over the vocabulary) becomes one pass. `of` builds it for a task's list when
+    every processor is one of these classes itself (not a subclass), in their order; a step that is inspected
+    runs the processors one by one (decoding/loop.py)."""
+
+    def __init__(
+        self, blank: SuppressBlank | None, suppress: SuppressTokens | None, rules: ApplyTimestampRules | None
+    ):
+        known = rules if rules is not None else blank  # one of them at least (`of`)
+        self.rules_processor = rules
+        self.eot = known.tokenizer.eot
+        self.blank = torch.tensor(blank.blank_tokens if blank else [], dtype=torch.long)
+        self.suppress = torch.tensor(suppress.suppress_tokens if suppress else [], dtype=torch.long)
+        none = -1  # the kernel's "none"
+        self.rules = (
+            known.sample_begin,
+            none if rules is None else rules.timestamp_begin,
+            self.eot,
+            none if rules is None or rules.no_timestamps is None else rules.no_timestamps,
+            none
+            if rules is None or rules.max_initial_timestamp_index is None
+            else rules.max_initial_timestamp_index,
+        )
+
+    @classmethod
+    def of(cls, processors: Sequence[LogitsProcessor]) -> FusedProcessors | None:
+        """For a list of at most one each of SuppressBlank, SuppressTokens and ApplyTimestampRules in that order
+        with one sample_begin, where the kernels run here; None otherwise."""
+        from ..cpu import kernels
+
+        kinds = [type(p) for p in processors]
+        order = [k for k in (SuppressBlank, SuppressTokens, ApplyTimestampRules) if k in kinds]
+        if kinds != order or not kernels.available():
+            return None
+        found = {type(p): p for p in processors}
+        blank, suppress, rules = (found.get(k) for k in (SuppressBlank, SuppressTokens, ApplyTimestampRules))
+        if blank is None and rules is None:
+            return None  # greedy's choice needs eot, which only these know
+        if blank is not None and rules is not None and blank.sample_begin != rules.sample_begin:
+            return None
+        return cls(blank, suppress, rules)
+
+    def applies(self, logits: Tensor, tokens: Tensor) -> bool:
+        from ..cpu import kernels
+
+        return (
+            logits.is_cpu
+            and logits.dtype is torch.float32
+            and logits.dim() == 2
+            and logits.is_contiguous()
+            and tokens.dtype is torch.long
+            and tokens.is_contiguous()
+            and kernels.eager_inference(logits)
+        )
+
+    def apply(self, logits: Tensor, tokens: Tensor, sum_logprobs: Tensor | None = None) -> Tensor | None:
+        """The processors on logits (B, V) in place (call where `applies`); with `sum_logprobs` (B,) fp32, also
+        greedy's choice at temperature 0 (`choosers.greedy_step`): returns the next tokens (B,) (eot for rows
+        that ended), sum_logprobs updated in place."""
+        from ..cpu import kernels
+
+        B = logits.shape[0]
+        forced = torch.zeros(B, dtype=torch.uint8)
+        next_tokens = None if sum_logprobs is None else torch.empty(B, dtype=torch.long)
+        kernels.logits_step(
+            logits, tokens, forced, self.rules, self.blank, self.suppress, sum_logprobs, next_tokens
+        )
+        if self.rules_processor is not None:
+            self.rules_processor.forced = forced.view(torch.bool)
+        return next_tokens

@@ -25,7 +25,7 @@ from .choosers import BeamSearchChooser, GreedyChooser, rank_candidates
 from .compiled import compiled
 from .inputs import window_input
 from .language import detect_language
-from .logits import ApplyTimestampRules, LogitsProcessor, SuppressBlank, SuppressTokens
+from .logits import ApplyTimestampRules, FusedProcessors, LogitsProcessor, SuppressBlank, SuppressTokens
 from .options import (
     DecodingOptions,
     DecodingResult,
@@ -145,10 +145,27 @@ class DecodingTask:
         self.sample_begin = len(self.initial_tokens)
         self.sot_index = self.initial_tokens.index(tok.sot)
         self.processors = self._processors()
+        self._fused_for: list[LogitsProcessor] | None = None  # the list `_fused_processors` was made for
+        self._fused_processors: FusedProcessors | None = None
         if options.beam_size is not None:
             self.chooser = BeamSearchChooser(options.beam_size, tok.eot, options.patience)
         else:
             self.chooser = GreedyChooser(options.temperature, tok.eot, generator)
+
+    def _fused(self) -> FusedProcessors | None:
+        """The processors in one call (logits.FusedProcessors), made for the current list and remade if it
+        changes; None where they cannot be."""
+        if self._fused_for != self.processors:
+            self._fused_for = list(self.processors)
+            self._fused_processors = FusedProcessors.of(self.processors)
+        return self._fused_processors
+
+    def _greedy_argmax(self) -> bool:
+        """Whether the chooser is greedy's argmax (temperature 0) with this tokenizer's eot."""
+        chooser = self.chooser
+        return (
+            type(chooser) is GreedyChooser and chooser.temperature == 0 and chooser.eot == self.tokenizer.eot
+        )
 
     def _initial_tokens(self) -> tuple[int, ...]:
         tok, opts = self.tokenizer, self.options
@@ -253,14 +270,26 @@ class DecodingTask:
         logits = logits[:, -1]
         raw = logits.clone() if inspect else None
         masks = {}
-        for processor in self.processors:  # 3.
-            before = logits.isinf() if inspect else None
-            processor.apply(logits, state.tokens)
-            if inspect:
-                masks[processor.name] = logits.isinf() & ~before
-        tokens, sources, completed = self.chooser.update(
-            state.tokens, logits, state.sum_logprobs, force
-        )  # 4.
+        fused = None if inspect else self._fused()
+        if fused is not None and fused.applies(logits, state.tokens):  # 3. in one call (logits.py)
+            greedy = force is None and self._greedy_argmax()
+            next_tokens = fused.apply(logits, state.tokens, state.sum_logprobs if greedy else None)
+            if greedy:  # 4. chosen with them: what the chooser's update does at temperature 0
+                tokens, sources = torch.cat([state.tokens, next_tokens[:, None]], dim=-1), None
+                completed = bool((next_tokens == self.tokenizer.eot).all())
+            else:
+                tokens, sources, completed = self.chooser.update(
+                    state.tokens, logits, state.sum_logprobs, force
+                )
+        else:
+            for processor in self.processors:  # 3.
+                before = logits.isinf() if inspect else None
+                processor.apply(logits, state.tokens)
+                if inspect:
+                    masks[processor.name] = logits.isinf() & ~before
+            tokens, sources, completed = self.chooser.update(
+                state.tokens, logits, state.sum_logprobs, force
+            )  # 4.
         if sources is not None:
             state.runner.reorder(sources)
         state.tokens, state.step = tokens, state.step + 1
