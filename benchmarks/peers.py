@@ -371,6 +371,7 @@ def profile_kvwhisper(model_name: str, dtype: str, beam_size: int, threads: int,
         (logits.SuppressBlank, "apply", "processors"),
         (logits.SuppressTokens, "apply", "processors"),
         (logits.ApplyTimestampRules, "apply", "processors"),
+        (logits.FusedProcessors, "apply", "processors"),  # with greedy's choice, when they are fused
         (choosers.GreedyChooser, "update", "chooser"),
         (choosers.BeamSearchChooser, "update", "chooser"),
         (kv_cache.KVCache, "reorder", "cache reorder"),

@@ -350,3 +350,45 @@ def test_fused_processors_only_for_the_standard_list():
     assert FusedProcessors.of([SuppressBlank(tok, 3), rules]) is None  # two sample_begins
     if kernels.available():
         assert FusedProcessors.of([suppress, rules]) is not None
+
+
+@pytest.mark.skipif(not kernels.available(), reason="the CPU kernels are not built or do not run here")
+@pytest.mark.parametrize("patience", [None, 2.0])
+def test_beam_search_cpu_path_chooses_what_the_tensor_path_chooses(monkeypatch, patience):
+    """Two windows of 3 beams stepped 30 times on random logits (eot often among the best; the first step's
+    beams identical): the kernel-and-lists path keeps the same beams, sources and finished sequences as the
+    tensor operations, scores to float rounding."""
+    from kvwhisper.decoding import choosers
+
+    K, N, V, eot = 3, 2, 500, 400
+    listed, tensors = BeamSearchChooser(K, eot, patience), BeamSearchChooser(K, eot, patience)
+    listed.reset(N)
+    tensors.reset(N)
+    g = torch.Generator().manual_seed(3)
+    tokens = torch.randint(0, 300, (N, 4), generator=g).repeat_interleave(K, dim=0)
+    sums_l, sums_t = torch.zeros(N * K), torch.zeros(N * K)
+    tokens_l = tokens_t = tokens
+    for step in range(30):
+        logits = torch.randn(N * K, V, generator=g) * 2
+        logits[:, eot] += torch.randn(N * K, generator=g) * 3
+        new_l, src_l, done_l = listed.update(tokens_l, logits, sums_l)
+        with monkeypatch.context() as m:
+            m.setattr(choosers, "_kernel_applies", lambda *a: False)
+            new_t, src_t, done_t = tensors.update(tokens_t, logits, sums_t)
+        assert torch.equal(new_l, new_t) and torch.equal(src_l, src_t), step
+        torch.testing.assert_close(sums_l, sums_t, rtol=1e-5, atol=1e-5)
+        assert bool(done_l) == bool(done_t)
+        tokens_l, tokens_t = new_l, new_t
+    for a, b in zip(listed.finished, tensors.finished):
+        assert list(a) == list(b)
+        assert list(a.values()) == pytest.approx(list(b.values()), abs=1e-4)
+    assert sum(len(f) for f in listed.finished) > 0
+
+
+@pytest.mark.skipif(not kernels.available(), reason="the CPU kernels are not built or do not run here")
+def test_beam_top_takes_the_largest_first_index_first():
+    logits = torch.tensor([[1.0, 3.0, 3.0, -1.0, 2.0, float("-inf")] * 6])
+    scores, tokens = kernels.beam_top(logits, torch.tensor([-2.0]), 4)
+    assert tokens.tolist() == [[1, 2, 7, 8]]
+    want = (torch.log_softmax(logits, -1)[0, [1, 2, 7, 8]] - 2.0)[None]
+    torch.testing.assert_close(scores, want)

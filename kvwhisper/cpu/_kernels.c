@@ -94,6 +94,7 @@ INLINE TARGET_AVX512 __m512 max_avx512(__m512 a, __m512 b) { return _mm512_max_p
 INLINE TARGET_AVX512 __m512 fma_avx512(__m512 a, __m512 b, __m512 c) { return _mm512_fmadd_ps(a, b, c); }
 INLINE TARGET_AVX512 __m512 fnma_avx512(__m512 a, __m512 b, __m512 c) { return _mm512_fnmadd_ps(a, b, c); }
 INLINE TARGET_AVX512 __m512 scale2_avx512(__m512 p, __m512 n) { return _mm512_scalef_ps(p, n); }
+INLINE TARGET_AVX512 unsigned gtmask_avx512(__m512 a, float t) { return _mm512_cmp_ps_mask(a, _mm512_set1_ps(t), _CMP_GT_OQ); }
 INLINE TARGET_AVX512 __m512
 round_avx512(__m512 v)
 {
@@ -182,6 +183,13 @@ scale2_avx2(vec_avx2 p, vec_avx2 n)
     return (vec_avx2){_mm256_mul_ps(p.lo, pow2_8(n.lo)), _mm256_mul_ps(p.hi, pow2_8(n.hi))};
 }
 INLINE TARGET_AVX2 float hsum_avx2(vec_avx2 v) { return hsum8(_mm256_add_ps(v.hi, v.lo)); }
+INLINE TARGET_AVX2 unsigned
+gtmask_avx2(vec_avx2 a, float t)
+{
+    __m256 tt = _mm256_set1_ps(t);
+    return (unsigned)_mm256_movemask_ps(_mm256_cmp_ps(a.lo, tt, _CMP_GT_OQ)) |
+           ((unsigned)_mm256_movemask_ps(_mm256_cmp_ps(a.hi, tt, _CMP_GT_OQ)) << 8);
+}
 INLINE TARGET_AVX2 __m256
 widen8(const uint16_t *p, const int bf16)
 {
@@ -242,9 +250,10 @@ static const struct isa {
     attend_head_fn *attend_head;
     float (*max_of)(const float *x, int n);
     float (*sum_exp)(const float *x, int n, float mx);
+    void (*top_n)(const float *x, long V, int n, float *val, long *idx);
 } ISAS[] = {
-    {"avx512", runs_avx512, groups_avx512, attend_head_avx512, max_of_avx512, sum_exp_avx512},
-    {"avx2", runs_avx2, groups_avx2, attend_head_avx2, max_of_avx2, sum_exp_avx2},
+    {"avx512", runs_avx512, groups_avx512, attend_head_avx512, max_of_avx512, sum_exp_avx512, top_n_avx512},
+    {"avx2", runs_avx2, groups_avx2, attend_head_avx2, max_of_avx2, sum_exp_avx2, top_n_avx2},
 };
 #define N_ISAS ((int)(sizeof(ISAS) / sizeof(ISAS[0])))
 
@@ -754,6 +763,50 @@ fail:
 #endif
 }
 
+/* beam_top(logits, sum_logprobs, scores, tokens, B, V, n, threads): each row's n largest logits (the first index first among
+   equal ones) as tokens (B, n) int64, and scores (B, n) fp32 = sum_logprobs[b] + their log-softmax: the
+   reference's log_softmax, topk and sum in one pass over the vocabulary (n <= 64) */
+static PyObject *
+py_beam_top(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    void *p[4];
+    long d[4];
+    if (parse_args(args, nargs, 4, p, 4, d,
+                   "beam_top takes 8 arguments: logits, sum_logprobs, scores, tokens, B, V, n, threads"))
+        return NULL;
+    long B = d[0], V = d[1], n = d[2];
+    int threads = d[3] < 1 ? 1 : d[3] > B ? (int)B : (int)d[3];
+    if (!p[0] || !p[1] || !p[2] || !p[3] || B < 1 || n < 1 || n > 64 || V < n) {
+        PyErr_SetString(PyExc_ValueError, "beam_top: null pointer or bad shape (1 <= n <= 64, n <= V)");
+        return NULL;
+    }
+    if (!supported()) {
+        PyErr_SetString(PyExc_RuntimeError, "beam_top" NO_KERNEL);
+        return NULL;
+    }
+#if HAVE_KERNEL
+    const float *logits = p[0], *sums = p[1];
+    float *scores = p[2];
+    int64_t *tokens = p[3];
+    Py_BEGIN_ALLOW_THREADS
+#pragma omp parallel for num_threads(threads) if (threads > 1) schedule(static)
+    for (long b = 0; b < B; b++) {
+        const float *l = logits + b * V;
+        float val[64];
+        long idx[64];
+        current->top_n(l, V, (int)n, val, idx);
+        float mx = val[0];
+        float lse = isfinite(mx) ? logf(current->sum_exp(l, (int)V, mx)) : NAN;
+        for (long j = 0; j < n; j++) {
+            scores[b * n + j] = sums[b] + ((val[j] - mx) - lse);
+            tokens[b * n + j] = idx[j];
+        }
+    }
+    Py_END_ALLOW_THREADS
+#endif
+    Py_RETURN_NONE;
+}
+
 /* logits_step(logits, tokens, forced, sum_logprobs, next, blank, suppress, B, V, T, sample_begin, tb, eot,
    no_timestamps, max_initial, n_blank, n_suppress): pointers as ints (sum_logprobs and next: None for the
    processors alone), the rest as ints (struct rules above) */
@@ -814,6 +867,8 @@ static PyMethodDef methods[] = {
      "attend(q, k, v, o, N, H, R, S, D, q_strides, k_strides, v_strides, o_strides, threads, kv16): attention."},
     {"decoder_layer", (PyCFunction)(void (*)(void))py_decoder_layer, METH_FASTCALL,
      "decoder_layer(pointers, dims, segments, eps, threads): one decoder layer's one-token step, x in place."},
+    {"beam_top", (PyCFunction)(void (*)(void))py_beam_top, METH_FASTCALL,
+     "beam_top(logits, sum_logprobs, scores, tokens, B, V, n, threads): each row's n best tokens and their summed log-probs."},
     {"logits_step", (PyCFunction)(void (*)(void))py_logits_step, METH_FASTCALL,
      "logits_step(logits, tokens, forced, sum_logprobs, next, blank, suppress, B, V, T, sample_begin, tb, eot, "
      "no_timestamps, max_initial, n_blank, n_suppress): logits processors (and greedy's choice) in place."},
@@ -1010,6 +1065,44 @@ TARGET float V(sum_exp)(const float *x, int n, float mx)
     for (; i + 16 <= n; i += 16) s = V(add)(s, V(exp)(V(sub)(V(load)(x + i), m)));
     if (i < n) s = V(add)(s, V(keepn)(V(exp)(V(sub)(V(loadn)(x + i, n - i), m)), n - i));
     return V(hsum)(s);
+}
+
+/* the n (1..64) largest of x[0 .. V), V >= n, best first, the first index first among equal ones: val, idx.
+   Vectors none of whose lanes beats the n-th best so far are passed over whole. */
+TARGET void V(top_n)(const float *x, long V, int n, float *val, long *idx)
+{
+    int have = 0;
+    long i = 0;
+    for (; i < V; i++) { /* the first n, kept sorted (an equal one after the earlier) */
+        if (have == n) break;
+        int at = have++;
+        while (at > 0 && x[i] > val[at - 1]) {
+            val[at] = val[at - 1];
+            idx[at] = idx[at - 1];
+            at--;
+        }
+        val[at] = x[i];
+        idx[at] = i;
+    }
+    for (; i < V; i += 16) {
+        int lanes = V - i < 16 ? (int)(V - i) : 16;
+        unsigned beat = V(gtmask)(lanes < 16 ? V(loadn)(x + i, lanes) : V(load)(x + i), val[n - 1]);
+        if (lanes < 16) beat &= (1u << lanes) - 1;
+        while (beat) {
+            int lane = __builtin_ctz(beat);
+            beat &= beat - 1;
+            float v = x[i + lane];
+            if (!(v > val[n - 1])) continue; /* the threshold rose within this vector */
+            int at = n - 1;
+            while (at > 0 && v > val[at - 1]) {
+                val[at] = val[at - 1];
+                idx[at] = idx[at - 1];
+                at--;
+            }
+            val[at] = v;
+            idx[at] = i + lane;
+        }
+    }
 }
 
 #endif

@@ -264,3 +264,24 @@ def logits_step(
         blank.numel(),
         suppress.numel(),
     )
+
+
+def beam_top(logits: Tensor, sum_logprobs: Tensor, n: int) -> tuple[Tensor, Tensor]:
+    """Each row's `n` (<= 64) largest logits of `logits` (B, V) fp32 (the first index first among equal ones):
+    (scores (B, n) fp32 = sum_logprobs (B,) + their log-softmax, tokens (B, n) int64), best first. Beam search's
+    log_softmax, topk and sum in one pass (contiguous CPU tensors); the log-softmax differs from torch's by the
+    rounding of another exp."""
+    B, V = logits.shape
+    scores = torch.empty(B, n, dtype=torch.float32)
+    tokens = torch.empty(B, n, dtype=torch.long)
+    _c.beam_top(
+        logits.data_ptr(),
+        sum_logprobs.data_ptr(),
+        scores.data_ptr(),
+        tokens.data_ptr(),
+        B,
+        V,
+        n,
+        torch.get_num_threads(),
+    )
+    return scores, tokens

@@ -109,6 +109,8 @@ class BeamSearchChooser:
         """
         if force is not None:
             raise ValueError("forcing a token is only supported without beam search")
+        if _kernel_applies(logits, sum_logprobs):
+            return self._update_listed(tokens, logits, sum_logprobs)
         K = self.beam_size
         B, T = tokens.shape
         N = B // K
@@ -138,6 +140,50 @@ class BeamSearchChooser:
         completed = all(len(f) >= self.max_candidates for f in self.finished)
         return new_tokens, source_rows, torch.tensor(completed)
 
+    def _update_listed(
+        self, tokens: Tensor, logits: Tensor, sum_logprobs: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """`update` on the CPU: each beam's K + 1 proposals from one kernel pass (kernels.beam_top), then the
+        same choice as above over the few candidates as Python lists (the same float32 scores, the same stable
+        order), instead of ~30 small tensor operations."""
+        from ..cpu import kernels
+
+        K, eot = self.beam_size, self.eot
+        B, T = tokens.shape
+        N = B // K
+        if self._earlier is None or self._earlier.device != tokens.device:
+            self._earlier = torch.ones(K, K, dtype=torch.bool, device=tokens.device).tril(diagonal=-1)
+        duplicate = _duplicate_rows(tokens.view(N, K, T), self._earlier).tolist()
+        top_scores, top_tokens = kernels.beam_top(logits, sum_logprobs, K + 1)
+        top_scores, top_tokens = top_scores.tolist(), top_tokens.tolist()
+        kept_rows, kept_tokens, kept_scores = [], [], []
+        for window in range(N):
+            candidates = [
+                (score, token, row)
+                for row in range(window * K, window * K + K)
+                if not duplicate[window][row - window * K]
+                for score, token in zip(top_scores[row], top_tokens[row])
+            ]
+            candidates.sort(key=lambda c: c[0], reverse=True)  # stable: the torch path's stable argsort
+            live = 0
+            finished = self.finished[window]
+            for score, token, row in candidates:
+                if token == eot:
+                    if live < K and len(finished) < self.max_candidates:
+                        finished[tuple(tokens[row].tolist()) + (eot,)] = score
+                    continue
+                live += 1
+                kept_rows.append(row)
+                kept_tokens.append(token)
+                kept_scores.append(score)
+                if live == K:
+                    break
+        source_rows = torch.tensor(kept_rows)
+        sum_logprobs.copy_(torch.tensor(kept_scores, dtype=torch.float32))
+        new_tokens = torch.cat([tokens[source_rows], torch.tensor(kept_tokens)[:, None]], dim=-1)
+        completed = all(len(f) >= self.max_candidates for f in self.finished)
+        return new_tokens, source_rows, torch.tensor(completed)
+
     def _record_finished(self, tokens: Tensor, finished: Tensor, scores: Tensor, sources: Tensor) -> None:
         """Keep the finished sequences of each window, best first, up to max_candidates."""
         rows, cols = finished.nonzero(as_tuple=True)
@@ -161,6 +207,22 @@ class BeamSearchChooser:
                         break
         candidates = [[torch.tensor(seq) for seq in sequences] for sequences in finished]
         return candidates, [list(sequences.values()) for sequences in finished]
+
+
+def _kernel_applies(logits: Tensor, sum_logprobs: Tensor) -> bool:
+    """Whether beam search's CPU path (`BeamSearchChooser._update_listed`) takes these."""
+    from ..cpu import kernels
+
+    return (
+        logits.is_cpu
+        and logits.dtype is torch.float32
+        and logits.dim() == 2
+        and logits.is_contiguous()
+        and sum_logprobs.dtype is torch.float32
+        and sum_logprobs.is_contiguous()
+        and kernels.available()
+        and kernels.eager_inference(logits)
+    )
 
 
 def _duplicate_rows(rows: Tensor, earlier: Tensor) -> Tensor:
