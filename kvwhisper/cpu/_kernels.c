@@ -997,20 +997,28 @@ static TARGET void V(attend_head)(const float *q, long q_r, const void *k, long 
     const float scale = 1.0f / sqrtf((float)D);
     const int nd = D / 16;
     float inv[ATTEND_ROWS]; /* 1 / the softmax denominator of each row */
+    float mxs[ATTEND_ROWS];
+    V(vec) qv[ATTEND_ROWS][8];
+    for (int r = 0; r < R; r++) {
+        mxs[r] = -INFINITY;
+        for (int j = 0; j < nd; j++) qv[r][j] = V(mul)(V(load)(q + r * q_r + 16 * j), V(set1)(scale));
+    }
+    /* the scores of every row in one pass over K (each key read once for all rows) */
+    for (int s = 0; s < S; s++) {
+        long ks = s * k_s;
+        V(vec) kv[8];
+        for (int j = 0; j < nd; j++) kv[j] = V(load_kv)(k, ks + 16 * j, kv16);
+        for (int r = 0; r < R; r++) {
+            V(vec) a = V(mul)(qv[r][0], kv[0]);
+            for (int j = 1; j < nd; j++) a = V(fma)(qv[r][j], kv[j], a);
+            float score = V(hsum)(a);
+            scores[(size_t)r * S + s] = score;
+            if (score > mxs[r]) mxs[r] = score;
+        }
+    }
     for (int r = 0; r < R; r++) {
         float *sc = scores + (size_t)r * S;
-        V(vec) qv[8];
-        for (int j = 0; j < nd; j++) qv[j] = V(mul)(V(load)(q + r * q_r + 16 * j), V(set1)(scale));
-        float mx = -INFINITY;
-        for (int s = 0; s < S; s++) {
-            long ks = s * k_s;
-            V(vec) a = V(mul)(qv[0], V(load_kv)(k, ks, kv16));
-            for (int j = 1; j < nd; j++) a = V(fma)(qv[j], V(load_kv)(k, ks + 16 * j, kv16), a);
-            float score = V(hsum)(a);
-            sc[s] = score;
-            if (score > mx) mx = score;
-        }
-        V(vec) m = V(set1)(mx), sum = V(zero)();
+        V(vec) m = V(set1)(mxs[r]), sum = V(zero)();
         int s = 0;
         for (; s + 16 <= S; s += 16) {
             V(vec) e = V(exp)(V(sub)(V(load)(sc + s), m));
