@@ -172,7 +172,8 @@ def transcribe_iter(
 ) -> Iterator[tuple[int, TranscriptionResult | Exception]]:
     """Transcribe recordings together, yielding ``(index, result)`` as each one finishes (not in input order).
 
-    audios: paths, bytes, file objects or waveforms, read lazily (at most ``batch_size`` are held at once);
+    audios: paths, bytes, file objects or waveforms, read lazily (at most ``batch_size`` are held at once); a
+    list longer than the batch is opened longest first (`longest_first`: headers only), another iterable in order;
     options: those of `transcribe`. A recording that cannot be read or fails is yielded with its exception
     in place of the result; the others go on. Options are checked before any recording is read.
     """

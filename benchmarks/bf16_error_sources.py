@@ -1,0 +1,138 @@
+"""Where a bf16 encoder's error comes from: an fp32 encoder with bf16 roundings switched on one kind at a time.
+
+The encoder of the fp32 model is run in plain fp32 torch operations, with these roundings to bf16 (round to
+nearest even) applied or not:
+
+- weights: every matrix (linear and convolution) weight rounded, as a bf16 model holds it;
+- activations: every product's input (the mel, the convolutions' and linears' inputs) rounded, as a bf16
+  product rounds it;
+- attention: the self-attention's q, k and v rounded;
+- probabilities: the attention probabilities rounded before their product with v (as the AMX kernel and
+  torch's bf16 flash attention do);
+- stream: the residual stream rounded after every add (a bf16 model's stream is bf16);
+- output: the encoder's output rounded.
+
+For each combination the table gives the mean |encoder output - fp32's| over the first 30 s of every English
+clip of the shared corpus, and on how many clips the fp32 decoder, given that output, chooses fp32's greedy
+tokens; the last row is the bf16 model's own encoder (`bf16_agreement.py`'s "bf16 encoder + fp32 decoder").
+
+    python benchmarks/bf16_error_sources.py [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import common
+import torch
+import torch.nn.functional as F
+
+import kvwhisper
+from kvwhisper.audio import load_audio, log_mel_spectrogram, pad_or_trim
+from kvwhisper.decoding import decode
+
+SUFFIXES = {".wav", ".flac", ".mp3", ".ogg"}
+KINDS = ("weights", "activations", "attention", "probabilities", "stream", "output")
+CASES = {
+    "none (fp32)": (),
+    "weights": ("weights",),
+    "activations": ("activations",),
+    "attention q/k/v": ("attention",),
+    "weights + activations + attention": ("weights", "activations", "attention"),
+    "... + probabilities": ("weights", "activations", "attention", "probabilities"),
+    "... + output": ("weights", "activations", "attention", "output"),
+    "... + stream": ("weights", "activations", "attention", "stream"),
+    "all six": KINDS,
+    "all but the stream": ("weights", "activations", "attention", "probabilities", "output"),
+}
+
+
+def _round(t: torch.Tensor) -> torch.Tensor:
+    return t.to(torch.bfloat16).float()
+
+
+def encode(model, rounded_weights, mel: torch.Tensor, kinds: tuple[str, ...]) -> torch.Tensor:
+    """The fp32 encoder of `model` on mel (1, n_mels, 3000) with the bf16 roundings of `kinds`."""
+    e = model.encoder
+    w = rounded_weights if "weights" in kinds else {}
+    a = _round if "activations" in kinds else (lambda t: t)
+    s = _round if "stream" in kinds else (lambda t: t)
+
+    def weight(module):
+        return w.get(id(module.weight), module.weight)
+
+    def linear(x, m):
+        return F.linear(a(x), weight(m), m.bias)
+
+    x = F.gelu(F.conv1d(a(mel), weight(e.conv1), e.conv1.bias, padding=1))
+    x = F.gelu(F.conv1d(a(x), weight(e.conv2), e.conv2.bias, stride=2, padding=1)).permute(0, 2, 1)
+    x = s(x + e.positional_embedding)
+    for block in e.blocks:
+        attn = block.attn
+        h = block.attn_ln(x)
+        q, k, v = (linear(h, m) for m in (attn.query, attn.key, attn.value))
+        N, T, C = q.shape
+        H = attn.n_head
+        q, k, v = (t.view(N, T, H, C // H).transpose(1, 2) for t in (q, k, v))
+        if "attention" in kinds:
+            q, k, v = _round(q), _round(k), _round(v)
+        p = torch.softmax((q * (C // H) ** -0.5) @ k.transpose(-1, -2), dim=-1)
+        if "probabilities" in kinds:
+            p = _round(p)
+        o = (p @ v).transpose(1, 2).reshape(N, T, C)
+        x = s(x + linear(o, attn.out))
+        x = s(x + linear(F.gelu(linear(block.mlp_ln(x), block.mlp[0])), block.mlp[2]))
+    y = e.ln_post(x)
+    return _round(y) if "output" in kinds else y
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--model", default="tiny.en")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--out", default=str(common.OUT / "bf16_error_sources.json"))
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    speech = common.require_speech()
+    files = sorted(
+        f
+        for folder in ("english_misc", "librispeech_misc")
+        for f in (speech / folder).iterdir()
+        if f.suffix in SUFFIXES
+    )
+    mels = [log_mel_spectrogram(pad_or_trim(load_audio(f))) for f in files]
+    fp32 = kvwhisper.load_model(args.model, dtype="fp32")
+    bf16 = kvwhisper.load_model(args.model, dtype="bf16")
+    rounded = {
+        id(m.weight): _round(m.weight)
+        for m in fp32.encoder.modules()
+        if getattr(m, "weight", None) is not None and m.weight.dim() >= 2
+    }
+    names = [*CASES, "the bf16 model's encoder"]
+    same = dict.fromkeys(names, 0)
+    diff = dict.fromkeys(names, 0.0)
+    with torch.inference_mode():
+        for mel in mels:
+            reference = fp32.embed_audio(mel[None])
+            tokens = decode(fp32, reference)[0].tokens
+            for name in names:
+                if name in CASES:
+                    features = encode(fp32, rounded, mel[None], CASES[name])
+                else:
+                    features = bf16.embed_audio(mel[None]).float()
+                diff[name] += (features - reference).abs().mean().item() / len(mels)
+                same[name] += decode(fp32, features)[0].tokens == tokens
+    rows = [{"roundings": n, "enc_diff": diff[n], "same": same[n], "clips": len(mels)} for n in names]
+    title = f"bf16 roundings in an fp32 encoder, {args.model}, {len(mels)} English clips (first 30 s each)"
+    cols = [
+        ("roundings", "bf16 roundings", ""),
+        ("enc_diff", "mean |encoder output - fp32|", ".5f"),
+        ("same", "clips with fp32's tokens (fp32 decoder)", "d"),
+        ("clips", "clips", "d"),
+    ]
+    return common.report("bf16_error_sources", title, rows, cols, Path(args.out))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
