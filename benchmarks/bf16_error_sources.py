@@ -10,7 +10,9 @@ nearest even) applied or not:
 - probabilities: the attention probabilities rounded before their product with v (as the AMX kernel and
   torch's bf16 flash attention do);
 - stream: the residual stream rounded after every add (a bf16 model's stream is bf16);
-- output: the encoder's output rounded.
+- output: the encoder's output rounded;
+- biases: every bias (linear and convolution) and the positional embedding rounded, as a bf16 model holds them;
+- convolutions: the convolutions' outputs and their GELUs' rounded (each a bf16 tensor in a bf16 model).
 
 For each combination the table gives the mean |encoder output - fp32's| over the first 30 s of every English
 clip of the shared corpus, and on how many clips the fp32 decoder, given that output, chooses fp32's greedy
@@ -33,7 +35,8 @@ from kvwhisper.audio import load_audio, log_mel_spectrogram, pad_or_trim
 from kvwhisper.decoding import decode
 
 SUFFIXES = {".wav", ".flac", ".mp3", ".ogg"}
-KINDS = ("weights", "activations", "attention", "probabilities", "stream", "output")
+KINDS = ("weights", "activations", "attention", "probabilities", "stream", "output", "biases", "convolutions")
+SIX = KINDS[:6]
 CASES = {
     "none (fp32)": (),
     "weights": ("weights",),
@@ -43,8 +46,11 @@ CASES = {
     "... + probabilities": ("weights", "activations", "attention", "probabilities"),
     "... + output": ("weights", "activations", "attention", "output"),
     "... + stream": ("weights", "activations", "attention", "stream"),
-    "all six": KINDS,
-    "all but the stream": ("weights", "activations", "attention", "probabilities", "output"),
+    "the six above": SIX,
+    "the six but the stream": ("weights", "activations", "attention", "probabilities", "output"),
+    "the six + biases": (*SIX, "biases"),
+    "the six + convolutions": (*SIX, "convolutions"),
+    "all eight": KINDS,
 }
 
 
@@ -59,15 +65,18 @@ def encode(model, rounded_weights, mel: torch.Tensor, kinds: tuple[str, ...]) ->
     a = _round if "activations" in kinds else (lambda t: t)
     s = _round if "stream" in kinds else (lambda t: t)
 
+    b = _round if "biases" in kinds else (lambda t: t)
+    c = _round if "convolutions" in kinds else (lambda t: t)
+
     def weight(module):
         return w.get(id(module.weight), module.weight)
 
     def linear(x, m):
-        return F.linear(a(x), weight(m), m.bias)
+        return F.linear(a(x), weight(m), None if m.bias is None else b(m.bias))
 
-    x = F.gelu(F.conv1d(a(mel), weight(e.conv1), e.conv1.bias, padding=1))
-    x = F.gelu(F.conv1d(a(x), weight(e.conv2), e.conv2.bias, stride=2, padding=1)).permute(0, 2, 1)
-    x = s(x + e.positional_embedding)
+    x = c(F.gelu(c(F.conv1d(a(mel), weight(e.conv1), b(e.conv1.bias), padding=1))))
+    x = c(F.gelu(c(F.conv1d(a(x), weight(e.conv2), b(e.conv2.bias), stride=2, padding=1)))).permute(0, 2, 1)
+    x = s(x + b(e.positional_embedding))
     for block in e.blocks:
         attn = block.attn
         h = block.attn_ln(x)
