@@ -687,3 +687,35 @@ def test_decoder_layer_call_follows_weight_changes(monkeypatch):
     op_by_op = _decode_steps(model, 1, 2)
     assert not torch.allclose(before[0], after[0])
     torch.testing.assert_close(after[0], op_by_op[0], atol=2e-4, rtol=1e-4)
+
+
+# -- a step's logits: the processors, greedy's and beam search's choice ---------------------------------------
+
+
+def test_logits_kernels_in_each_version(kernel_isa):
+    """In each version of the kernels: the one-call processors leave the processors' logits, greedy's choice
+    is their argmax, and beam_top gives topk's tokens with log_softmax's values (float rounding)."""
+    from types import SimpleNamespace
+
+    from kvwhisper.cpu import kernels
+    from kvwhisper.decoding.logits import ApplyTimestampRules, FusedProcessors, SuppressTokens
+
+    V, tb, eot = 1000, 800, 700
+    tok = SimpleNamespace(timestamp_begin=tb, eot=eot, no_timestamps=799)
+    processors = [SuppressTokens([3, 9]), ApplyTimestampRules(tok, 2, 50)]
+    fused = FusedProcessors.of(processors)
+    g = torch.Generator().manual_seed(7)
+    for n in range(6):
+        tokens = torch.randint(0, V, (3, 2 + n), generator=g)
+        logits = torch.randn(3, V, generator=g) * 4
+        expected = logits.clone()
+        for p in processors:
+            p.apply(expected, tokens)
+        sums = torch.zeros(3)
+        chosen = fused.apply(logits, tokens, sums)
+        assert torch.equal(logits, expected)
+        assert torch.equal(chosen, torch.where(tokens[:, -1] == eot, eot, expected.argmax(-1)))
+        scores, top = kernels.beam_top(expected, torch.zeros(3), 6)
+        want_scores, want_top = torch.log_softmax(expected, -1).topk(6)
+        assert torch.equal(top, want_top)
+        torch.testing.assert_close(scores, want_scores)

@@ -193,6 +193,7 @@ class FusedProcessors:
             and logits.is_contiguous()
             and tokens.dtype is torch.long
             and tokens.is_contiguous()
+            and kernels.available()
             and kernels.eager_inference(logits)
         )
 
