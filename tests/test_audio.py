@@ -712,3 +712,24 @@ def test_log_mel_on_cuda_matches_cpu() -> None:
     assert float((cuda.cpu() - cpu).abs().max()) <= 2e-3
     windows = MelWindows(samples, 128, device="cuda")
     assert windows.window(0).device.type == "cuda"
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+def test_a_waveform_with_a_non_finite_sample_is_refused(bad: float) -> None:
+    from kvwhisper.audio.features import as_waveform
+
+    samples = np.zeros(16000, dtype=np.float32)
+    samples[12345] = bad
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        as_waveform(samples)
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        as_waveform(torch.from_numpy(samples))
+
+
+def test_a_finite_waveform_whose_sum_overflows_is_taken() -> None:
+    """The finiteness check sums first: a sum that overflows with every sample finite is looked at sample by
+    sample, not refused."""
+    from kvwhisper.audio.features import as_waveform
+
+    samples = np.full(4, 3e38, dtype=np.float32)
+    assert torch.equal(as_waveform(samples), torch.from_numpy(samples))

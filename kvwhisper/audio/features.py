@@ -6,6 +6,7 @@ to float rounding (bit-identical on CPU in our tests).
 
 from __future__ import annotations
 
+import math
 from functools import lru_cache
 
 import numpy as np
@@ -139,7 +140,9 @@ def _checked(samples: torch.Tensor) -> torch.Tensor:
             f"expected a mono waveform (16 kHz) of shape (n_samples,), got shape {tuple(samples.shape)}"
             + (": downmix the channels first (load_audio does)" if samples.ndim == 2 else "")
         )
-    if not bool(torch.isfinite(samples).all()):
+    # a finite sum means finite samples (one pass, no mask); a NaN, an Inf or an overflow of the sum is looked
+    # at sample by sample
+    if not math.isfinite(float(samples.sum())) and not bool(torch.isfinite(samples).all()):
         raise ValueError("the waveform contains NaN or infinite samples")
     return samples
 
