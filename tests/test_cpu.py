@@ -693,15 +693,15 @@ def test_decoder_layer_call_follows_weight_changes(monkeypatch):
 
 
 def test_logits_kernels_in_each_version(kernel_isa):
-    """In each version of the kernels: the one-call processors leave the processors' logits, greedy's choice
-    is their argmax, and beam_top gives topk's tokens with log_softmax's values (float rounding)."""
+    """In each version of the kernels: the one-call processors leave the processors' logits, the argmax after
+    them is torch's, and beam_top gives topk's tokens and the summed scores."""
     from types import SimpleNamespace
 
     from kvwhisper.cpu import kernels
     from kvwhisper.decoding.logits import ApplyTimestampRules, FusedProcessors, SuppressTokens
 
-    V, tb, eot = 1000, 800, 700
-    tok = SimpleNamespace(timestamp_begin=tb, eot=eot, no_timestamps=799)
+    V, tb = 1000, 800
+    tok = SimpleNamespace(timestamp_begin=tb, eot=700, no_timestamps=799)
     processors = [SuppressTokens([3, 9]), ApplyTimestampRules(tok, 2, 50)]
     fused = FusedProcessors.of(processors)
     g = torch.Generator().manual_seed(7)
@@ -711,11 +711,10 @@ def test_logits_kernels_in_each_version(kernel_isa):
         expected = logits.clone()
         for p in processors:
             p.apply(expected, tokens)
-        sums = torch.zeros(3)
-        chosen = fused.apply(logits, tokens, sums)
+        argmax = fused.apply(logits, tokens, argmax=True)
         assert torch.equal(logits, expected)
-        assert torch.equal(chosen, torch.where(tokens[:, -1] == eot, eot, expected.argmax(-1)))
-        scores, top = kernels.beam_top(expected, torch.zeros(3), 6)
-        want_scores, want_top = torch.log_softmax(expected, -1).topk(6)
-        assert torch.equal(top, want_top)
-        torch.testing.assert_close(scores, want_scores)
+        assert torch.equal(argmax, expected.argmax(-1))
+        logprobs = torch.log_softmax(expected, -1)
+        scores, top = kernels.beam_top(logprobs, torch.full((3,), -0.5), 6)
+        want_scores, want_top = logprobs.topk(6)
+        assert torch.equal(top, want_top) and torch.equal(scores, -0.5 + want_scores)

@@ -428,9 +428,9 @@ decoder_layer(const struct layer *L, const struct segment *seg, int n_seg, float
    no timestamp; after a lone one, no text (below eot); no timestamp below the last one (below or equal unless
    it closes a pair now); the first sampled token a timestamp of at most max_initial steps; and every text token
    forbidden where the timestamps' total probability beats the best text token's (forced[b] = 1). Then, with
-   `next`, greedy's choice: the first largest logit, its log-softmax added to sum_logprobs[b], except for a row
-   whose last token is eot, which takes eot. tokens: (B, T) int64, every token so far. Only the logsumexp
-   and log-softmax differ from torch's, by the rounding of another exp. */
+   `next`, greedy's choice: the first largest logit of each row (its log-probability is torch's to take, so that
+   it is the reference's bit for bit). tokens: (B, T) int64, every token so far. Only the rule's logsumexp
+   differs from torch's, by the rounding of another exp. */
 struct rules {
     int sample_begin, tb, eot, no_timestamps, max_initial; /* tb < 0: no timestamp rules; the others < 0: none */
     const int64_t *blank, *suppress;
@@ -484,19 +484,14 @@ process_row(float *l, long V, const int64_t *tok, long T, const struct rules *r,
     }
 }
 
-static void
-greedy_row(const float *l, long V, int64_t last, int eot, float *sum_logprob, int64_t *next)
+/* the index of the first largest logit (0 where there is none: NaN logits, a broken model) */
+static int64_t
+argmax_row(const float *l, long V)
 {
     float mx = current->max_of(l, (int)V);
     long i = 0;
     while (i < V && l[i] != mx) i++;
-    if (i == V) i = 0; /* NaN logits: torch's argmax would pick the NaN; only a broken model gets here */
-    if (last == eot) {
-        *next = eot;
-        return;
-    }
-    *sum_logprob += isfinite(mx) ? (l[i] - mx) - logf(current->sum_exp(l, (int)V, mx)) : NAN;
-    *next = i;
+    return i == V ? 0 : i;
 }
 #endif
 
@@ -763,16 +758,16 @@ fail:
 #endif
 }
 
-/* beam_top(logits, sum_logprobs, scores, tokens, B, V, n, threads): each row's n largest logits (the first index first among
-   equal ones) as tokens (B, n) int64, and scores (B, n) fp32 = sum_logprobs[b] + their log-softmax: the
-   reference's log_softmax, topk and sum in one pass over the vocabulary (n <= 64) */
+/* beam_top(logprobs, sum_logprobs, scores, tokens, B, V, n, threads): each row's n largest log-probabilities (the
+   first index first among equal ones) as tokens (B, n) int64, and scores (B, n) fp32 = sum_logprobs[b] + them:
+   the reference's topk and sum in one pass over the vocabulary (n <= 64) */
 static PyObject *
 py_beam_top(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     void *p[4];
     long d[4];
     if (parse_args(args, nargs, 4, p, 4, d,
-                   "beam_top takes 8 arguments: logits, sum_logprobs, scores, tokens, B, V, n, threads"))
+                   "beam_top takes 8 arguments: logprobs, sum_logprobs, scores, tokens, B, V, n, threads"))
         return NULL;
     long B = d[0], V = d[1], n = d[2];
     int threads = d[3] < 1 ? 1 : d[3] > B ? (int)B : (int)d[3];
@@ -785,20 +780,18 @@ py_beam_top(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     }
 #if HAVE_KERNEL
-    const float *logits = p[0], *sums = p[1];
+    const float *logprobs = p[0], *sums = p[1];
     float *scores = p[2];
     int64_t *tokens = p[3];
     Py_BEGIN_ALLOW_THREADS
 #pragma omp parallel for num_threads(threads) if (threads > 1) schedule(static)
     for (long b = 0; b < B; b++) {
-        const float *l = logits + b * V;
+        const float *l = logprobs + b * V;
         float val[64];
         long idx[64];
         current->top_n(l, V, (int)n, val, idx);
-        float mx = val[0];
-        float lse = isfinite(mx) ? logf(current->sum_exp(l, (int)V, mx)) : NAN;
         for (long j = 0; j < n; j++) {
-            scores[b * n + j] = sums[b] + ((val[j] - mx) - lse);
+            scores[b * n + j] = sums[b] + val[j];
             tokens[b * n + j] = idx[j];
         }
     }
@@ -807,21 +800,20 @@ py_beam_top(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     Py_RETURN_NONE;
 }
 
-/* logits_step(logits, tokens, forced, sum_logprobs, next, blank, suppress, B, V, T, sample_begin, tb, eot,
-   no_timestamps, max_initial, n_blank, n_suppress): pointers as ints (sum_logprobs and next: None for the
-   processors alone), the rest as ints (struct rules above) */
+/* logits_step(logits, tokens, forced, next, blank, suppress, B, V, T, sample_begin, tb, eot, no_timestamps,
+   max_initial, n_blank, n_suppress): pointers as ints (next: None for the processors alone), the rest as ints
+   (struct rules above) */
 static PyObject *
 py_logits_step(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    static const char usage[] = "logits_step takes 17 arguments: logits, tokens, forced, sum_logprobs, next, blank, "
-                                "suppress, B, V, T, sample_begin, tb, eot, no_timestamps, max_initial, n_blank, "
-                                "n_suppress";
-    void *p[7];
+    static const char usage[] = "logits_step takes 16 arguments: logits, tokens, forced, next, blank, suppress, B, V, "
+                                "T, sample_begin, tb, eot, no_timestamps, max_initial, n_blank, n_suppress";
+    void *p[6];
     long d[10];
-    if (parse_args(args, nargs, 7, p, 10, d, usage)) return NULL;
+    if (parse_args(args, nargs, 6, p, 10, d, usage)) return NULL;
     long B = d[0], V = d[1], T = d[2];
     if (!p[0] || !p[1] || !p[2] || B < 1 || V < 1 || T < 1 || d[3] < 0 || d[3] > T || d[4] >= V || d[5] >= V ||
-        d[6] >= V || (!p[3] != !p[4]) || (d[8] && !p[5]) || (d[9] && !p[6]) || d[8] < 0 || d[9] < 0) {
+        d[6] >= V || (d[8] && !p[4]) || (d[9] && !p[5]) || d[8] < 0 || d[9] < 0) {
         PyErr_SetString(PyExc_ValueError, "logits_step: null pointer or bad shape");
         return NULL;
     }
@@ -832,7 +824,7 @@ py_logits_step(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 #if HAVE_KERNEL
     struct rules r = {
         .sample_begin = (int)d[3], .tb = (int)d[4], .eot = (int)d[5], .no_timestamps = (int)d[6],
-        .max_initial = (int)d[7], .blank = p[5], .suppress = p[6], .n_blank = d[8], .n_suppress = d[9],
+        .max_initial = (int)d[7], .blank = p[4], .suppress = p[5], .n_blank = d[8], .n_suppress = d[9],
     };
     for (long i = 0; i < r.n_blank + r.n_suppress; i++) {
         int64_t id = i < r.n_blank ? r.blank[i] : r.suppress[i - r.n_blank];
@@ -841,15 +833,15 @@ py_logits_step(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
             return NULL;
         }
     }
-    float *logits = p[0], *sums = p[3];
+    float *logits = p[0];
     const int64_t *tokens = p[1];
-    int64_t *next = p[4];
+    int64_t *next = p[3];
     uint8_t *forced = p[2];
     for (long b = 0; b < B; b++) {
         float *l = logits + b * V;
         const int64_t *tok = tokens + b * T;
         process_row(l, V, tok, T, &r, forced + b);
-        if (next) greedy_row(l, V, tok[T - 1], r.eot, sums + b, next + b);
+        if (next) next[b] = argmax_row(l, V);
     }
 #endif
     Py_RETURN_NONE;
@@ -868,10 +860,10 @@ static PyMethodDef methods[] = {
     {"decoder_layer", (PyCFunction)(void (*)(void))py_decoder_layer, METH_FASTCALL,
      "decoder_layer(pointers, dims, segments, eps, threads): one decoder layer's one-token step, x in place."},
     {"beam_top", (PyCFunction)(void (*)(void))py_beam_top, METH_FASTCALL,
-     "beam_top(logits, sum_logprobs, scores, tokens, B, V, n, threads): each row's n best tokens and their summed log-probs."},
+     "beam_top(logprobs, sum_logprobs, scores, tokens, B, V, n, threads): each row's n best tokens and summed scores."},
     {"logits_step", (PyCFunction)(void (*)(void))py_logits_step, METH_FASTCALL,
-     "logits_step(logits, tokens, forced, sum_logprobs, next, blank, suppress, B, V, T, sample_begin, tb, eot, "
-     "no_timestamps, max_initial, n_blank, n_suppress): logits processors (and greedy's choice) in place."},
+     "logits_step(logits, tokens, forced, next, blank, suppress, B, V, T, sample_begin, tb, eot, no_timestamps, "
+     "max_initial, n_blank, n_suppress): logits processors in place (and each row's argmax)."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -237,23 +237,20 @@ def logits_step(
     rules: tuple[int, int, int, int, int],
     blank: Tensor,
     suppress: Tensor,
-    sum_logprobs: Tensor | None = None,
     next_tokens: Tensor | None = None,
 ) -> None:
     """A decode step's logits processors (decoding/logits.py: suppress blank, suppress tokens, the timestamp
-    rules) on `logits` (B, V) fp32 in place, in one call, and with `sum_logprobs` and `next_tokens` greedy's
-    choice too (next_tokens (B,) int64 written, sum_logprobs (B,) fp32 updated, as `greedy_step` at temperature
-    0). tokens: (B, T) int64, every token so far; forced: (B,) uint8 written (1: the timestamp rules forced a
-    timestamp). rules: (sample_begin, timestamp_begin or -1 for no timestamp rules, eot, no_timestamps or -1,
-    max_initial_timestamp_index or -1); blank / suppress: int64 ids (blank only at T == sample_begin). All
-    contiguous CPU tensors. The masks are the processors' exactly; the timestamps' logsumexp and the
-    log-softmax differ from torch's by the rounding of another exp."""
+    rules) on `logits` (B, V) fp32 in place, in one call; with `next_tokens` (B,) int64, each row's argmax after
+    them written there too (the first largest). tokens: (B, T) int64, every token so far; forced: (B,) uint8
+    written (1: the timestamp rules forced a timestamp). rules: (sample_begin, timestamp_begin or -1 for no
+    timestamp rules, eot, no_timestamps or -1, max_initial_timestamp_index or -1); blank / suppress: int64 ids
+    (blank only at T == sample_begin). All contiguous CPU tensors. The masks are the processors' exactly; the
+    timestamps' logsumexp differs from torch's by the rounding of another exp."""
     B, V = logits.shape
     _c.logits_step(
         logits.data_ptr(),
         tokens.data_ptr(),
         forced.data_ptr(),
-        None if sum_logprobs is None else sum_logprobs.data_ptr(),
         None if next_tokens is None else next_tokens.data_ptr(),
         blank.data_ptr() if blank.numel() else None,
         suppress.data_ptr() if suppress.numel() else None,
@@ -266,16 +263,15 @@ def logits_step(
     )
 
 
-def beam_top(logits: Tensor, sum_logprobs: Tensor, n: int) -> tuple[Tensor, Tensor]:
-    """Each row's `n` (<= 64) largest logits of `logits` (B, V) fp32 (the first index first among equal ones):
-    (scores (B, n) fp32 = sum_logprobs (B,) + their log-softmax, tokens (B, n) int64), best first. Beam search's
-    log_softmax, topk and sum in one pass (contiguous CPU tensors); the log-softmax differs from torch's by the
-    rounding of another exp."""
-    B, V = logits.shape
+def beam_top(logprobs: Tensor, sum_logprobs: Tensor, n: int) -> tuple[Tensor, Tensor]:
+    """Each row's `n` (<= 64) largest values of `logprobs` (B, V) fp32 (the first index first among equal ones):
+    (scores (B, n) fp32 = sum_logprobs (B,) + them, tokens (B, n) int64), best first: beam search's topk and
+    sum in one pass (contiguous CPU tensors), the same numbers as torch's."""
+    B, V = logprobs.shape
     scores = torch.empty(B, n, dtype=torch.float32)
     tokens = torch.empty(B, n, dtype=torch.long)
     _c.beam_top(
-        logits.data_ptr(),
+        logprobs.data_ptr(),
         sum_logprobs.data_ptr(),
         scores.data_ptr(),
         tokens.data_ptr(),

@@ -143,9 +143,9 @@ class BeamSearchChooser:
     def _update_listed(
         self, tokens: Tensor, logits: Tensor, sum_logprobs: Tensor
     ) -> tuple[Tensor, Tensor, Tensor]:
-        """`update` on the CPU: each beam's K + 1 proposals from one kernel pass (kernels.beam_top), then the
-        same choice as above over the few candidates as Python lists (the same float32 scores, the same stable
-        order), instead of ~30 small tensor operations."""
+        """`update` on the CPU: each beam's K + 1 proposals and their scores from one kernel pass over torch's
+        log-softmax (kernels.beam_top), then the same choice as above over the few candidates as Python lists
+        (the same float32 scores, the same stable order), instead of topk and ~30 small tensor operations."""
         from ..cpu import kernels
 
         K, eot = self.beam_size, self.eot
@@ -154,7 +154,8 @@ class BeamSearchChooser:
         if self._earlier is None or self._earlier.device != tokens.device:
             self._earlier = torch.ones(K, K, dtype=torch.bool, device=tokens.device).tril(diagonal=-1)
         duplicate = _duplicate_rows(tokens.view(N, K, T), self._earlier).tolist()
-        top_scores, top_tokens = kernels.beam_top(logits, sum_logprobs, K + 1)
+        logprobs = F.log_softmax(logits.float(), dim=-1)  # torch's: the reference's numbers bit for bit
+        top_scores, top_tokens = kernels.beam_top(logprobs, sum_logprobs, K + 1)
         top_scores, top_tokens = top_scores.tolist(), top_tokens.tolist()
         kept_rows, kept_tokens, kept_scores = [], [], []
         for window in range(N):

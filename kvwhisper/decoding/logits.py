@@ -141,7 +141,7 @@ class ApplyTimestampRules(LogitsProcessor):
 
 class FusedProcessors:
     """The processors above applied in one C call per step on the CPU (kvwhisper.cpu.kernels.logits_step),
-    and greedy's choice with them: the same masks, decided by the same rules; what a step costs in torch
+    and greedy's argmax with them: the same masks, decided by the same rules; what a step costs in torch
     operations (~50 small ones over the vocabulary) becomes one pass. `of` builds it for a task's list when
     every processor is one of these classes itself (not a subclass), in their order; a step that is inspected
     runs the processors one by one (decoding/loop.py)."""
@@ -197,18 +197,15 @@ class FusedProcessors:
             and kernels.eager_inference(logits)
         )
 
-    def apply(self, logits: Tensor, tokens: Tensor, sum_logprobs: Tensor | None = None) -> Tensor | None:
-        """The processors on logits (B, V) in place (call where `applies`); with `sum_logprobs` (B,) fp32, also
-        greedy's choice at temperature 0 (`choosers.greedy_step`): returns the next tokens (B,) (eot for rows
-        that ended), sum_logprobs updated in place."""
+    def apply(self, logits: Tensor, tokens: Tensor, argmax: bool = False) -> Tensor | None:
+        """The processors on logits (B, V) in place (call where `applies`); with `argmax`, returns each row's
+        argmax after them (B,), greedy's choice at temperature 0."""
         from ..cpu import kernels
 
         B = logits.shape[0]
         forced = torch.zeros(B, dtype=torch.uint8)
-        next_tokens = None if sum_logprobs is None else torch.empty(B, dtype=torch.long)
-        kernels.logits_step(
-            logits, tokens, forced, self.rules, self.blank, self.suppress, sum_logprobs, next_tokens
-        )
+        next_tokens = torch.empty(B, dtype=torch.long) if argmax else None
+        kernels.logits_step(logits, tokens, forced, self.rules, self.blank, self.suppress, next_tokens)
         if self.rules_processor is not None:
             self.rules_processor.forced = forced.view(torch.bool)
         return next_tokens

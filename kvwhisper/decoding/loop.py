@@ -21,7 +21,7 @@ from torch import Tensor
 
 from ..audio import CHUNK_LENGTH
 from ..model.kv_cache import KVCache
-from .choosers import BeamSearchChooser, GreedyChooser, rank_candidates
+from .choosers import BeamSearchChooser, GreedyChooser, greedy_step, rank_candidates
 from .compiled import compiled
 from .inputs import window_input
 from .language import detect_language
@@ -273,10 +273,12 @@ class DecodingTask:
         fused = None if inspect else self._fused()
         if fused is not None and fused.applies(logits, state.tokens):  # 3. in one call (logits.py)
             greedy = force is None and self._greedy_argmax()
-            next_tokens = fused.apply(logits, state.tokens, state.sum_logprobs if greedy else None)
-            if greedy:  # 4. chosen with them: what the chooser's update does at temperature 0
-                tokens, sources = torch.cat([state.tokens, next_tokens[:, None]], dim=-1), None
-                completed = bool((next_tokens == self.tokenizer.eot).all())
+            argmax = fused.apply(logits, state.tokens, argmax=greedy)
+            if greedy:  # 4. the argmax found with them; the log-probs and the rest as the chooser's update
+                tokens, completed = greedy_step(
+                    state.tokens, logits, state.sum_logprobs, 0.0, self.tokenizer.eot, force=argmax
+                )
+                sources = None
             else:
                 tokens, sources, completed = self.chooser.update(
                     state.tokens, logits, state.sum_logprobs, force
