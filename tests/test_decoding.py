@@ -358,9 +358,7 @@ def test_fused_processors_only_for_the_standard_list():
 def test_beam_search_cpu_path_chooses_what_the_tensor_path_chooses(monkeypatch, patience):
     """Two windows of 3 beams stepped 30 times on random logits (eot often among the best; the first step's
     beams identical): the kernel-and-lists path keeps the same beams, sources and finished sequences as the
-    tensor operations, scores to float rounding."""
-    from kvwhisper.decoding import choosers
-
+    tensor operations, and the same scores."""
     K, N, V, eot = 3, 2, 500, 400
     listed, tensors = BeamSearchChooser(K, eot, patience), BeamSearchChooser(K, eot, patience)
     listed.reset(N)
@@ -374,7 +372,7 @@ def test_beam_search_cpu_path_chooses_what_the_tensor_path_chooses(monkeypatch, 
         logits[:, eot] += torch.randn(N * K, generator=g) * 3
         new_l, src_l, done_l = listed.update(tokens_l, logits, sums_l)
         with monkeypatch.context() as m:
-            m.setattr(choosers, "_kernel_applies", lambda *a: False)
+            m.setattr(kernels, "logits_apply", lambda *a: False)
             new_t, src_t, done_t = tensors.update(tokens_t, logits, sums_t)
         assert torch.equal(new_l, new_t) and torch.equal(src_l, src_t), step
         assert torch.equal(sums_l, sums_t), step  # torch's log-softmax in both: the same scores

@@ -230,6 +230,20 @@ def decoder_layer(
     _c.decoder_layer((x.data_ptr(), *layer), dims, segs, eps, torch.get_num_threads())
 
 
+def logits_apply(logits: Tensor, *more: Tensor) -> bool:
+    """Whether `logits_step` and `beam_top` take these: `logits` (B, V) fp32 and `more` contiguous CPU tensors,
+    outside autograd and torch.compile, where the kernels run."""
+    return (
+        logits.is_cpu
+        and logits.dtype is torch.float32
+        and logits.dim() == 2
+        and logits.is_contiguous()
+        and all(t.is_contiguous() for t in more)
+        and available()
+        and eager_inference(logits)
+    )
+
+
 def logits_step(
     logits: Tensor,
     tokens: Tensor,

@@ -109,21 +109,17 @@ class BeamSearchChooser:
         """
         if force is not None:
             raise ValueError("forcing a token is only supported without beam search")
-        if _kernel_applies(logits, sum_logprobs):
+        if _kernels().logits_apply(logits, sum_logprobs):
             return self._update_listed(tokens, logits, sum_logprobs)
         K = self.beam_size
-        B, T = tokens.shape
+        B = tokens.shape[0]
         N = B // K
         logprobs = F.log_softmax(logits.float(), dim=-1)  # (one fused pass: faster than topk + logsumexp)
         top_logprobs, top_tokens = logprobs.topk(K + 1)  # (B, K+1)
         scores = (sum_logprobs[:, None] + top_logprobs).view(N, K * (K + 1))
         candidates = top_tokens.view(N, K * (K + 1))
         sources = torch.arange(B, device=tokens.device).repeat_interleave(K + 1).view(N, K * (K + 1))
-        # a beam identical to an earlier one of its window (all of them, at the first step) proposes the same
-        # sequences again: the reference's dict keeps one copy, so only the first beam's proposals count
-        if self._earlier is None or self._earlier.device != tokens.device:
-            self._earlier = torch.ones(K, K, dtype=torch.bool, device=tokens.device).tril(diagonal=-1)
-        valid = ~_duplicate_rows(tokens.view(N, K, T), self._earlier).repeat_interleave(K + 1, dim=1)
+        valid = ~self._duplicates(tokens).repeat_interleave(K + 1, dim=1)
         order = scores.masked_fill(~valid, float("-inf")).argsort(dim=1, descending=True, stable=True)
         scores, candidates = scores.gather(1, order), candidates.gather(1, order)
         sources, valid = sources.gather(1, order), valid.gather(1, order)
@@ -146,16 +142,11 @@ class BeamSearchChooser:
         """`update` on the CPU: each beam's K + 1 proposals and their scores from one kernel pass over torch's
         log-softmax (kernels.beam_top), then the same choice as above over the few candidates as Python lists
         (the same float32 scores, the same stable order), instead of topk and ~30 small tensor operations."""
-        from ..cpu import kernels
-
         K, eot = self.beam_size, self.eot
-        B, T = tokens.shape
-        N = B // K
-        if self._earlier is None or self._earlier.device != tokens.device:
-            self._earlier = torch.ones(K, K, dtype=torch.bool, device=tokens.device).tril(diagonal=-1)
-        duplicate = _duplicate_rows(tokens.view(N, K, T), self._earlier).tolist()
+        N = tokens.shape[0] // K
+        duplicate = self._duplicates(tokens).tolist()
         logprobs = F.log_softmax(logits.float(), dim=-1)  # torch's: the reference's numbers bit for bit
-        top_scores, top_tokens = kernels.beam_top(logprobs, sum_logprobs, K + 1)
+        top_scores, top_tokens = _kernels().beam_top(logprobs, sum_logprobs, K + 1)
         top_scores, top_tokens = top_scores.tolist(), top_tokens.tolist()
         kept_rows, kept_tokens, kept_scores = [], [], []
         for window in range(N):
@@ -185,6 +176,15 @@ class BeamSearchChooser:
         completed = all(len(f) >= self.max_candidates for f in self.finished)
         return new_tokens, source_rows, torch.tensor(completed)
 
+    def _duplicates(self, tokens: Tensor) -> Tensor:
+        """(N, K) bool: a beam identical to an earlier one of its window (all of them, at the first step). It
+        proposes the same sequences again: the reference's dict keeps one copy, so only the first beam's
+        proposals count."""
+        K = self.beam_size
+        if self._earlier is None or self._earlier.device != tokens.device:
+            self._earlier = torch.ones(K, K, dtype=torch.bool, device=tokens.device).tril(diagonal=-1)
+        return _duplicate_rows(tokens.view(tokens.shape[0] // K, K, -1), self._earlier)
+
     def _record_finished(self, tokens: Tensor, finished: Tensor, scores: Tensor, sources: Tensor) -> None:
         """Keep the finished sequences of each window, best first, up to max_candidates."""
         rows, cols = finished.nonzero(as_tuple=True)
@@ -210,20 +210,12 @@ class BeamSearchChooser:
         return candidates, [list(sequences.values()) for sequences in finished]
 
 
-def _kernel_applies(logits: Tensor, sum_logprobs: Tensor) -> bool:
-    """Whether beam search's CPU path (`BeamSearchChooser._update_listed`) takes these."""
+def _kernels():
+    """kvwhisper.cpu.kernels, imported where beam search first asks (decoding does not import the CPU package
+    at import time)."""
     from ..cpu import kernels
 
-    return (
-        logits.is_cpu
-        and logits.dtype is torch.float32
-        and logits.dim() == 2
-        and logits.is_contiguous()
-        and sum_logprobs.dtype is torch.float32
-        and sum_logprobs.is_contiguous()
-        and kernels.available()
-        and kernels.eager_inference(logits)
-    )
+    return kernels
 
 
 def _duplicate_rows(rows: Tensor, earlier: Tensor) -> Tensor:

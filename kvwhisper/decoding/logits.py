@@ -151,14 +151,13 @@ class FusedProcessors:
     ):
         known = rules if rules is not None else blank  # one of them at least (`of`)
         self.rules_processor = rules
-        self.eot = known.tokenizer.eot
         self.blank = torch.tensor(blank.blank_tokens if blank else [], dtype=torch.long)
         self.suppress = torch.tensor(suppress.suppress_tokens if suppress else [], dtype=torch.long)
         none = -1  # the kernel's "none"
         self.rules = (
             known.sample_begin,
             none if rules is None else rules.timestamp_begin,
-            self.eot,
+            known.tokenizer.eot,
             none if rules is None or rules.no_timestamps is None else rules.no_timestamps,
             none
             if rules is None or rules.max_initial_timestamp_index is None
@@ -178,7 +177,7 @@ class FusedProcessors:
         found = {type(p): p for p in processors}
         blank, suppress, rules = (found.get(k) for k in (SuppressBlank, SuppressTokens, ApplyTimestampRules))
         if blank is None and rules is None:
-            return None  # greedy's choice needs eot, which only these know
+            return None  # the kernel's sample_begin and eot come from these
         if blank is not None and rules is not None and blank.sample_begin != rules.sample_begin:
             return None
         return cls(blank, suppress, rules)
@@ -186,16 +185,7 @@ class FusedProcessors:
     def applies(self, logits: Tensor, tokens: Tensor) -> bool:
         from ..cpu import kernels
 
-        return (
-            logits.is_cpu
-            and logits.dtype is torch.float32
-            and logits.dim() == 2
-            and logits.is_contiguous()
-            and tokens.dtype is torch.long
-            and tokens.is_contiguous()
-            and kernels.available()
-            and kernels.eager_inference(logits)
-        )
+        return tokens.dtype is torch.long and kernels.logits_apply(logits, tokens)
 
     def apply(self, logits: Tensor, tokens: Tensor, argmax: bool = False) -> Tensor | None:
         """The processors on logits (B, V) in place (call where `applies`); with `argmax`, returns each row's

@@ -21,7 +21,7 @@ from torch import Tensor
 
 from ..audio import CHUNK_LENGTH
 from ..model.kv_cache import KVCache
-from .choosers import BeamSearchChooser, GreedyChooser, greedy_step, rank_candidates
+from .choosers import BeamSearchChooser, GreedyChooser, rank_candidates
 from .compiled import compiled
 from .inputs import window_input
 from .language import detect_language
@@ -161,11 +161,8 @@ class DecodingTask:
         return self._fused_processors
 
     def _greedy_argmax(self) -> bool:
-        """Whether the chooser is greedy's argmax (temperature 0) with this tokenizer's eot."""
-        chooser = self.chooser
-        return (
-            type(chooser) is GreedyChooser and chooser.temperature == 0 and chooser.eot == self.tokenizer.eot
-        )
+        """Whether the chooser is greedy's argmax (temperature 0)."""
+        return type(self.chooser) is GreedyChooser and self.chooser.temperature == 0
 
     def _initial_tokens(self) -> tuple[int, ...]:
         tok, opts = self.tokenizer, self.options
@@ -271,27 +268,20 @@ class DecodingTask:
         raw = logits.clone() if inspect else None
         masks = {}
         fused = None if inspect else self._fused()
+        choice = force
         if fused is not None and fused.applies(logits, state.tokens):  # 3. in one call (logits.py)
-            greedy = force is None and self._greedy_argmax()
-            argmax = fused.apply(logits, state.tokens, argmax=greedy)
-            if greedy:  # 4. the argmax found with them; the log-probs and the rest as the chooser's update
-                tokens, completed = greedy_step(
-                    state.tokens, logits, state.sum_logprobs, 0.0, self.tokenizer.eot, force=argmax
-                )
-                sources = None
-            else:
-                tokens, sources, completed = self.chooser.update(
-                    state.tokens, logits, state.sum_logprobs, force
-                )
+            argmax = fused.apply(logits, state.tokens, argmax=force is None and self._greedy_argmax())
+            if argmax is not None:  # greedy at temperature 0 takes the argmax found with them
+                choice = argmax
         else:
             for processor in self.processors:  # 3.
                 before = logits.isinf() if inspect else None
                 processor.apply(logits, state.tokens)
                 if inspect:
                     masks[processor.name] = logits.isinf() & ~before
-            tokens, sources, completed = self.chooser.update(
-                state.tokens, logits, state.sum_logprobs, force
-            )  # 4.
+        tokens, sources, completed = self.chooser.update(
+            state.tokens, logits, state.sum_logprobs, choice
+        )  # 4.
         if sources is not None:
             state.runner.reorder(sources)
         state.tokens, state.step = tokens, state.step + 1
