@@ -28,13 +28,10 @@ import torch
 import torch.nn.functional as F
 
 import kvwhisper
-from kvwhisper.audio import load_audio, log_mel_spectrogram, pad_or_trim
 from kvwhisper.cpu import amx
 from kvwhisper.cpu.ops import CPUOps
 from kvwhisper.decoding import decode
 from kvwhisper.model import network as model_mod
-
-SUFFIXES = {".wav", ".flac", ".mp3", ".ogg"}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -44,14 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=str(common.OUT / "bf16_agreement.json"))
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
-    speech = common.require_speech()
-    files = sorted(
-        f
-        for folder in ("english_misc", "librispeech_misc")
-        for f in (speech / folder).iterdir()
-        if f.suffix in SUFFIXES
-    )
-    mels = [log_mel_spectrogram(pad_or_trim(load_audio(f))) for f in files]
+    mels = common.english_clip_mels()
     fp32 = kvwhisper.load_model(args.model, dtype="fp32")
     bf16 = kvwhisper.load_model(args.model, dtype="bf16")
     embed, self_attend = model_mod.TextDecoder.embed, CPUOps.self_attend

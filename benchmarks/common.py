@@ -39,6 +39,21 @@ def require_speech() -> Path:
     return SPEECH
 
 
+def english_clip_mels() -> list:
+    """The log-mel of the first 30 s of every English clip of the shared corpus (english_misc and
+    librispeech_misc, sorted): what bf16_agreement.py and bf16_error_sources.py decode."""
+    from kvwhisper.audio import load_audio, log_mel_spectrogram, pad_or_trim
+
+    speech = require_speech()
+    files = sorted(
+        f
+        for folder in ("english_misc", "librispeech_misc")
+        for f in (speech / folder).iterdir()
+        if f.suffix in {".wav", ".flac", ".mp3", ".ogg"}
+    )
+    return [log_mel_spectrogram(pad_or_trim(load_audio(f))) for f in files]
+
+
 def read_transcripts(folder: Path) -> list[tuple[str, str]]:
     rows = []
     for line in (folder / "transcripts.tsv").read_text(encoding="utf-8").splitlines():
