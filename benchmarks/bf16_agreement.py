@@ -6,8 +6,12 @@ goes another way (and conditioning on previous text carries that into the next w
 several variants; the table gives how many clips get exactly fp32's tokens, and the mean |difference| of the
 encoder output.
 
-- bf16: the default (decoder residual stream in fp32; encoder self-attention on AMX where the CPU has it,
-  probabilities rounded to bf16, else in fp32 head by head);
+- bf16: the default: `load_model(dtype="bf16")` on the CPU (model/registry.py's `exact`): the encoder's and the
+  audio K/V's products in bf16, the encoder's residual stream, biases and positional embedding in fp32, the
+  decoder's other matrices the checkpoint's fp16 numbers, its residual stream fp32; encoder self-attention on
+  AMX where the CPU has it, probabilities rounded to bf16, else in fp32 head by head;
+- bf16, every matrix and bias bf16: the model without `exact` (what the CPU kernels' absence gives, and the
+  default before), its encoder's residual stream bf16;
 - bf16, bf16 stream: the decoder's residual stream rounded to bf16;
 - bf16, fp32 encoder attention: the encoder's self-attention in fp32 head by head (the default without AMX);
 - bf16, AMX attention, 16-bit probabilities: the AMX kernel with the probabilities as hi + lo bf16 (`amx.SPLIT`,
@@ -28,7 +32,7 @@ import torch
 import torch.nn.functional as F
 
 import kvwhisper
-from kvwhisper.cpu import amx
+from kvwhisper.cpu import amx, kernels
 from kvwhisper.cpu.ops import CPUOps
 from kvwhisper.decoding import decode
 from kvwhisper.model import network as model_mod
@@ -44,6 +48,11 @@ def main(argv: list[str] | None = None) -> int:
     mels = common.english_clip_mels()
     fp32 = kvwhisper.load_model(args.model, dtype="fp32")
     bf16 = kvwhisper.load_model(args.model, dtype="bf16")
+    kernels.ENABLED = False  # loaded without `exact`; run with the kernels like the others
+    try:
+        all_bf16 = kvwhisper.load_model(args.model, dtype="bf16")
+    finally:
+        kernels.ENABLED = True
     embed, self_attend = model_mod.TextDecoder.embed, CPUOps.self_attend
 
     def sdpa(self, q, k, v):
@@ -54,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
 
     variants = [
         "bf16",
+        "bf16, every matrix and bias bf16",
         "bf16, bf16 stream",
         "bf16, fp32 encoder attention",
         *(["bf16, AMX attention, 16-bit probabilities"] if amx.available() else []),
@@ -73,13 +83,14 @@ def main(argv: list[str] | None = None) -> int:
                     CPUOps.self_attend = sdpa if "SDPA" in v else self_attend
                     amx.ENABLED = v != "bf16, fp32 encoder attention"
                     amx.SPLIT = v == "bf16, AMX attention, 16-bit probabilities"
-                    f16 = bf16.embed_audio(mel[None])
+                    model = all_bf16 if v == "bf16, every matrix and bias bf16" else bf16
+                    f16 = model.embed_audio(mel[None])
                     if v == "bf16 encoder + fp32 decoder":
                         tokens = decode(fp32, f16.float())[0].tokens
                     elif v == "fp32 encoder + bf16 decoder":
-                        tokens = decode(bf16, f32.bfloat16())[0].tokens
+                        tokens = decode(bf16, f32)[0].tokens
                     else:
-                        tokens = decode(bf16, f16)[0].tokens
+                        tokens = decode(model, f16)[0].tokens
                     same[v] += tokens == ref
                     enc_diff[v] += (f16.float() - f32).abs().mean().item() / len(mels)
     finally:

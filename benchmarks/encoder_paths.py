@@ -1,7 +1,7 @@
 """The encoder's CPU code paths side by side: what the head-by-head self-attention and the fused products buy.
 
 - sdpa: self-attention through `scaled_dot_product_attention` (the CPU flash kernel), products unfused
-  (kvwhisper before the third session);
+  (the first encoder path);
 - sdpa+fused: q/k/v as one product, GELU and residual adds fused into the oneDNN calls (packed.FUSE);
 - self_attend+fused: also the self-attention head by head in fp32 through oneDNN (`CPUOps.self_attend`; the
   default for fp32, and for bf16 on a CPU without AMX);

@@ -134,13 +134,13 @@ def kernel_isa(request):
 
 @pytest.mark.parametrize("rows", [1, 2, 5, 7, 16])
 @pytest.mark.parametrize("n_out", [48, 64, 200])
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
 def test_half_kernel_equals_plain_product_on_2_byte_weights(rows, n_out, dtype, kernel_isa):
     """fp32 weights that are fp16 numbers (as every Whisper checkpoint's are) go through kernels.gemv: fp32
     arithmetic over the weight read as fp16, equal to F.linear up to summation order; bias, residual add and
-    GELU as in the plain ops; any number of outputs (groups of 64 padded). bf16 weights are read as bf16
-    against fp32 rows: F.linear of the same weight in fp32, and an fp32 result. Each version of the kernel
-    (AVX-512, AVX2) this CPU runs."""
+    GELU as in the plain ops; any number of outputs (groups of 64 padded). bf16 and fp16 weights are read as
+    themselves against fp32 rows: F.linear of the same weight in fp32, and an fp32 result. Each version of the
+    kernel (AVX-512, AVX2) this CPU runs."""
     packed = _kernels_or_skip()
     torch.manual_seed(0)
     lin = packed.PackedLinear(96, n_out).to(dtype)
@@ -155,7 +155,7 @@ def test_half_kernel_equals_plain_product_on_2_byte_weights(rows, n_out, dtype, 
         tol = dict(atol=1e-5, rtol=1e-5)
         torch.testing.assert_close(lin(x), plain(x), **tol)
         assert lin.packed.half is not None and lin.packed.tensor is None  # the kernel ran, not oneDNN
-        stored = torch.float16 if dtype == torch.float32 else torch.bfloat16
+        stored = torch.float16 if dtype != torch.bfloat16 else torch.bfloat16
         assert lin.packed.half.dtype == stored and lin.packed.half.shape == (-(-n_out // 64), 96, 64)
         torch.testing.assert_close(lin(x, add=r), r + plain(x), **tol)
         torch.testing.assert_close(lin(x, gelu=True), F.gelu(plain(x)), **tol)

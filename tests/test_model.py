@@ -202,3 +202,67 @@ def test_fp16_tiny_shapes_close_to_fp32(mels):
     with torch.no_grad():
         a, b = fp32(mels[:1], tokens), fp16(mels[:1], tokens)
     assert (a - b).abs().max() < 0.05 * a.abs().max()
+
+
+# -- a bf16 model on the CPU keeps what bf16 would round where it costs no speed ------------------------------
+
+
+def _exact_and_plain_bf16(tmp_path, monkeypatch):
+    """The tiny fp16-valued model, and as load_model gives it in bf16 on this CPU: with the kernels (`exact`)
+    and without them (every tensor bf16 but LayerNorm's)."""
+    from helpers import tiny_fp16_valued_model, write_ct2
+
+    import kvwhisper
+    from kvwhisper.cpu import kernels
+
+    if not kernels.available():
+        pytest.skip("the C kernels are not built or this CPU runs neither version")
+    fp32 = tiny_fp16_valued_model()
+    write_ct2(fp32, tmp_path / "ct2")
+    exact = kvwhisper.load_model(tmp_path / "ct2", dtype="bf16")
+    with monkeypatch.context() as m:
+        m.setattr(kernels, "ENABLED", False)
+        plain = kvwhisper.load_model(tmp_path / "ct2", dtype="bf16")
+    return fp32, exact, plain
+
+
+def test_exact_bf16_model_holds_the_checkpoint_numbers_where_bf16_costs_no_speed(tmp_path, monkeypatch):
+    """Encoder matrices and the audio K/V projections bf16 (products of many rows, on the matrix units); the
+    decoder's other matrices and embeddings fp16, equal to the checkpoint's numbers; biases, the encoder's
+    positional embedding and LayerNorm fp32. Without the kernels, the plain bf16 model."""
+    fp32, exact, plain = _exact_and_plain_bf16(tmp_path, monkeypatch)
+    assert exact.dtype == plain.dtype == torch.bfloat16
+    ours = dict(exact.named_parameters()) | dict(exact.named_buffers())
+    for name, ref in (dict(fp32.named_parameters()) | {"encoder.positional_embedding": None}).items():
+        got = ours[name]
+        layer_norm = "_ln." in name or name.startswith(("decoder.ln.", "encoder.ln_post."))
+        if ref is None or name.endswith(".bias") or layer_norm:
+            want = torch.float32
+        elif name.startswith("encoder.") or ".cross_attn.key." in name or ".cross_attn.value." in name:
+            want = torch.bfloat16
+        else:
+            want = torch.float16
+        assert got.dtype == want, name
+        if ref is not None and want != torch.bfloat16:
+            assert torch.equal(got.float(), ref), name  # the checkpoint's numbers, unrounded
+    for name, p in plain.named_parameters():
+        layer_norm = "_ln." in name or name.startswith(("decoder.ln.", "encoder.ln_post."))
+        assert p.dtype == (torch.float32 if layer_norm else torch.bfloat16), name
+
+
+def test_exact_bf16_model_is_closer_to_fp32_than_plain_bf16(tmp_path, monkeypatch, mels):
+    """The encoder's residual stream is fp32 (the biases' dtype) and so is its output; logits and encoder
+    output both nearer fp32's than the all-bf16 model's; the plain network (`use_plain`) runs the same
+    model too."""
+    fp32, exact, plain = _exact_and_plain_bf16(tmp_path, monkeypatch)
+    tokens = torch.tensor([[50257, 50362, 400, 1000, 23]])
+    with torch.no_grad():
+        f = {m: m.embed_audio(mels) for m in (fp32, exact, plain)}
+        logits = {m: m.logits(tokens.expand(len(mels), -1), f[m]) for m in (fp32, exact, plain)}
+        assert f[exact].dtype == torch.float32 and f[plain].dtype == torch.bfloat16
+        enc_err = {m: (f[m].float() - f[fp32]).abs().mean() for m in (exact, plain)}
+        err = {m: (logits[m] - logits[fp32]).abs().mean() for m in (exact, plain)}
+        assert enc_err[exact] < 0.8 * enc_err[plain] and err[exact] < 0.8 * err[plain]
+        exact.use_plain()
+        again = exact.logits(tokens.expand(len(mels), -1), exact.embed_audio(mels))
+        assert (again - logits[fp32]).abs().mean() < err[plain]

@@ -7,16 +7,16 @@ layout (`torch.ops.mkldnn._reorder_linear_weight`, what Inductor's weight prepac
 (benchmarks/RESULTS.md, "Decode step code paths"). The packed copy is made on first use and again whenever the
 weight changes (another dtype, device, or an in-place load: the key is the storage pointer and version).
 
-It is used on CPU, in fp32 and bf16 (bf16 only where oneDNN has native bf16), outside autograd and outside
-torch.compile; everywhere else, and when `ENABLED` is False, the plain `F.linear` runs. Results agree with
+It is used on CPU, in fp32, bf16 and fp16 (bf16 and fp16 only where oneDNN runs them natively), outside
+autograd and outside torch.compile; everywhere else, and when `ENABLED` is False, the plain `F.linear` runs. Results agree with
 `F.linear` to fp32 rounding (oneDNN sums in another order), not bit for bit.
 Costs: one extra copy of the linear weights in memory.
 
 2-byte weights (`HALF`): Whisper's checkpoints hold fp16 numbers, so an fp32 model's weights are fp16
 values in 4 bytes each. A product of up to `HALF_MAX_ROWS` rows (a decode step: one row per beam and window;
 a prompt) over an fp32 weight that fp16 holds exactly runs through the C kernel of kernels.py instead: the weight
-packed once as fp16 and widened to fp32 in registers, the arithmetic fp32's, half the bytes read. A bf16
-weight goes through the same kernel as bf16, against fp32 rows. It needs the compiled extension (built at
+packed once as fp16 and widened to fp32 in registers, the arithmetic fp32's, half the bytes read. A bf16 or
+fp16 weight goes through the same kernel as itself, against fp32 rows. It needs the compiled extension (built at
 install where a C compiler is, optional) and an x86-64 CPU with AVX-512, or with AVX2, F16C and FMA; elsewhere,
 for fp32 weights fp16 does not hold, and for more rows (the encoder), oneDNN as above.
 
@@ -29,6 +29,11 @@ Fusion (`FUSE`): `fused_linear` packs several weights stacked (the q/k/v project
 three), and `linear(..., gelu=True)` / `linear(..., add=r)` fuse the MLP's GELU and the residual adds into the
 oneDNN call as post-ops. The encoder gains from it; a decode step, bound by the bytes of weight it reads,
 about nothing (benchmarks/RESULTS.md).
+
+Biases wider than their weight (fp32 under bf16 weights: model/registry.py's `exact` bf16 model): where the
+product's output is added to a residual of the bias's dtype (the encoder's stream), the product runs without
+it and the bias joins the add in that dtype; where the output stays in the weight's dtype (q/k/v, the MLP's
+first product), the bias is rounded to it once and kept (`PackedWeight.narrow`).
 """
 
 from __future__ import annotations
@@ -52,8 +57,8 @@ HALF = True  # set False to measure or debug without the 2-byte-weight kernel (k
 # product at these sizes (benchmarks/RESULTS.md). The encoder's products (1500 rows a window) are oneDNN's.
 HALF_MAX_ROWS = 256
 
-# weight dtypes kernels.gemv reads as 2 bytes: fp32 weights that are fp16 numbers, and bf16 weights
-_KERNEL_DTYPES = (torch.float32, torch.bfloat16)
+# weight dtypes kernels.gemv reads as 2 bytes: fp32 weights that are fp16 numbers, bf16 and fp16 weights
+_KERNEL_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 _support: dict[torch.dtype, bool] = {}
 
 
@@ -63,6 +68,8 @@ def _supported(dtype: torch.dtype) -> bool:
         ok = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
         if ok and dtype == torch.bfloat16:
             ok = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        if ok and dtype == torch.float16:
+            ok = bool(torch.ops.mkldnn._is_mkldnn_fp16_supported())
         if ok:
             try:
                 w, x = torch.ones(4, 8, dtype=dtype), torch.ones(1, 8, dtype=dtype)
@@ -107,12 +114,14 @@ class PackedWeight:
         self.half: Tensor | None = None
         self.half_bias: Tensor | None = None
         self.int8 = False  # pack for kernels.gemv as int8 with per-output scales instead (`pack_half`)
+        self.narrow_key: tuple | None = None
+        self.narrow_bias: Tensor | None = None  # a wider bias rounded to the weight's dtype (`narrow`)
 
     @staticmethod
     def applies(weight: Tensor) -> bool:
         return (
             weight.device.type == "cpu"
-            and weight.dtype in (torch.float32, torch.bfloat16)
+            and weight.dtype in (torch.float32, torch.bfloat16, torch.float16)
             and enabled(weight.dtype, weight)
         )
 
@@ -166,6 +175,13 @@ class PackedWeight:
             self.half_key = key
         return None if self.half is None else (self.half, self.half_bias)
 
+    def narrow(self, bias: Tensor, dtype: torch.dtype) -> Tensor:
+        """`bias` rounded to `dtype`, made once while the bias stays as it is."""
+        key = (*_key([bias]), dtype)
+        if key != self.narrow_key:
+            self.narrow_bias, self.narrow_key = bias.detach().to(dtype), key
+        return self.narrow_bias
+
     def parts(self, n: int) -> list[PackedWeight]:
         """n packed weights of their own, for running a fused product's parts one by one."""
         if len(self._parts) != n:
@@ -184,7 +200,7 @@ def pack_half(
     weight: Tensor, biases: list[Tensor | None], sizes: list[int], *, int8: bool = False
 ) -> tuple[Tensor | None, Tensor | None]:
     """`weight` (N, K) as kernels.gemv's layout, (ceil(N / 64), K, 64) numbers zero-padded: an fp32 weight as
-    fp16 (None if fp16 does not hold it exactly), a bf16 weight as itself; and the biases of its parts (`sizes`
+    fp16 (None if fp16 does not hold it exactly), a bf16 or fp16 weight as itself; and the biases of its parts (`sizes`
     rows each) as one fp32 vector (None if all are None). Returns (None, None) where it does not apply.
 
     With `int8`: each output row quantized to int8, symmetric (scale = its largest |weight| / 127), the layout's
@@ -231,7 +247,8 @@ def linear(
     Through kernels.gemv for a few rows where it applies (`HALF`): x in fp32 and an fp32 result, whatever the
     weight's dtype (a bf16 weight's rows are not rounded), the add fused into the kernel. Otherwise `x` is cast
     to the weight's dtype first; `add` may be in another dtype (the result is then in the wider one); through
-    the packed weight where it applies, the GELU or the add fused into the same oneDNN call.
+    the packed weight where it applies, the GELU or the add fused into the same oneDNN call. A bias wider than
+    the weight: see the module docstring.
     """
     if 0 < _rows(x) <= HALF_MAX_ROWS and (h := packed.get_half([weight], [bias])) is not None:
         x = x.float()  # fp32 rows, also for a bf16 weight: only the weight is rounded
@@ -246,6 +263,10 @@ def linear(
             y = F.gelu(y)
         return y if add is None or fused_add else add + y
     x = x.to(weight.dtype)
+    if bias is not None and bias.dtype != weight.dtype:  # wider than the weight
+        if add is not None and not gelu and add.dtype == bias.dtype:
+            return add_bias(add, linear(x, weight, None, packed), bias)
+        bias = packed.narrow(bias, weight.dtype)
     w = packed.get(weight)
     fused_gelu = w is not None and FUSE and gelu
     if w is None:
@@ -270,12 +291,17 @@ def fused_linear(
         return list(y.split([w.shape[0] for w in weights], dim=-1))
     x = x.to(weights[0].dtype)
     if not PackedWeight.applies(weights[0]):
-        return [F.linear(x, w, b) for w, b in zip(weights, biases)]
+        return [F.linear(x, w, None if b is None else b.to(w.dtype)) for w, b in zip(weights, biases)]
     if not FUSE:  # each product through its own packed weight
         return [linear(x, w, b, p) for w, b, p in zip(weights, biases, packed.parts(len(weights)))]
     w, b = packed.get_fused(weights, biases)
     y = torch.ops.mkldnn._linear_pointwise(x, w, b, "none", [], "")
     return list(y.split([w.shape[0] for w in weights], dim=-1))
+
+
+def add_bias(add: Tensor, y: Tensor, bias: Tensor) -> Tensor:
+    """`add + y + bias` in the dtype of `add` and `bias` (y narrower: a product's output)."""
+    return torch.add(add, y).add_(bias)
 
 
 class PackedLinear(nn.Linear):

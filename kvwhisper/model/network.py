@@ -5,7 +5,9 @@ Parameter names follow the reference checkpoint (`encoder.blocks.0.attn.query.we
 
 Dtype policy: linear/conv/embedding weights are in the model's dtype; LayerNorm parameters stay fp32 and
 LayerNorm runs in fp32; softmax runs in fp32 (inside scaled_dot_product_attention, or explicitly when the
-attention weights are asked for); returned logits are fp32.
+attention weights are asked for); returned logits are fp32. A loader may keep some tensors wider than the
+weights (registry.py's `exact` bf16 model on the CPU): a bias wider than its weight is added in its own dtype
+after the product, so the encoder's residual stream takes the biases' dtype; `Whisper.dtype` is the encoder's.
 
 Speed is applied from outside, at load, through two seams (`kvwhisper.cpu` uses both on CPU):
 - every product is a `Linear` module, which may be swapped for a subclass that takes the same
@@ -53,7 +55,11 @@ class Linear(nn.Linear):
         return new
 
     def forward(self, x: Tensor, *, gelu: bool = False, add: Tensor | None = None) -> Tensor:
-        y = F.linear(x.to(self.weight.dtype), self.weight, self.bias)
+        w, b = self.weight, self.bias
+        if b is not None and b.dtype != w.dtype:  # a bias kept wider than its weight: added in its dtype
+            y = F.linear(x.to(w.dtype), w).to(b.dtype) + b
+        else:
+            y = F.linear(x.to(w.dtype), w, b)
         if gelu:
             y = F.gelu(y)
         return y if add is None else add + y
@@ -72,6 +78,15 @@ class LayerNorm(nn.LayerNorm):
         if x.dtype == torch.bfloat16 and x.device.type == "cpu":
             return F.layer_norm(x, self.normalized_shape, w, b, self.eps)
         return F.layer_norm(x.float(), self.normalized_shape, w, b, self.eps).to(x.dtype)
+
+
+def conv_gelu(conv: nn.Conv1d, x: Tensor) -> Tensor:
+    """GELU(conv(x)), the product in the weight's dtype; a bias wider than the weight added in its own."""
+    w, b = conv.weight, conv.bias
+    if b is None or b.dtype == w.dtype:
+        return F.gelu(conv(x.to(w.dtype)))
+    y = F.conv1d(x.to(w.dtype), w, None, conv.stride, conv.padding)
+    return F.gelu(y.to(b.dtype) + b[:, None])
 
 
 def sinusoids(length: int, channels: int, max_timescale: float = 10000) -> Tensor:
@@ -215,17 +230,17 @@ class AudioEncoder(nn.Module):
 
     def forward(self, mel: Tensor, collect: Collect | None = None) -> Tensor:
         """mel (N, n_mels, 2 * n_audio_ctx) -> audio features (N, n_audio_ctx, n_audio_state)."""
-        x = F.gelu(self.conv1(mel))
+        x = conv_gelu(self.conv1, mel)
         if collect:
             collect("encoder.conv1", x)
-        x = F.gelu(self.conv2(x))
+        x = conv_gelu(self.conv2, x)
         x = x.permute(0, 2, 1)  # (N, n_audio_ctx, C)
         if x.shape[1:] != self.positional_embedding.shape:
             raise ValueError(
                 f"mel of {mel.shape[-1]} frames gives {x.shape[1]} positions; "
                 f"the encoder needs {self.positional_embedding.shape[0]} (pad or trim to 30 s)"
             )
-        x = (x + self.positional_embedding).to(x.dtype)
+        x = (x + self.positional_embedding).to(x.dtype)  # the stream: the convolutions' (their biases') dtype
         if collect:
             collect("encoder.conv2+pos", x)
         for i, block in enumerate(self.blocks):
@@ -268,7 +283,7 @@ class TextDecoder(nn.Module):
     def cross_kv(self, audio_features: Tensor) -> tuple[Tensor, Tensor]:
         """Every layer's cross-attention K/V of the windows: two (L, N, H, S, D) tensors."""
         ks, vs = zip(*(block.cross_attn.project_kv(audio_features) for block in self.blocks))
-        dtype = self.ops.cross_kv_dtype(self.token_embedding.weight.dtype)
+        dtype = self.ops.cross_kv_dtype(self.blocks[0].cross_attn.key.weight.dtype)
         return torch.stack(ks).to(dtype), torch.stack(vs).to(dtype)
 
     def forward(
@@ -371,7 +386,8 @@ class Whisper(nn.Module):
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.decoder.token_embedding.weight.dtype
+        """The weights' dtype (the encoder's: the mel is fed in it; see the module docstring)."""
+        return self.encoder.conv1.weight.dtype
 
     @property
     def is_multilingual(self) -> bool:

@@ -24,8 +24,10 @@ class Ops:
         return F.scaled_dot_product_attention(q.to(k.dtype), k, v)
 
     def self_attend(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
-        """Unmasked self-attention of the encoder, (N, H, T, D) each."""
-        return F.scaled_dot_product_attention(q, k, v)
+        """Unmasked self-attention of the encoder, (N, H, T, D) each, in the widest of their dtypes (a bias
+        wider than its weight widens that projection's output)."""
+        dtype = torch.promote_types(torch.promote_types(q.dtype, k.dtype), v.dtype)
+        return F.scaled_dot_product_attention(q.to(dtype), k.to(dtype), v.to(dtype))
 
     def block_step(
         self, block: ResidualAttentionBlock, x: Tensor, segments: list[tuple[slice, LayerKV, int]]

@@ -157,7 +157,9 @@ def load_model(
         raise ModelLoadError(
             f"{name}: no such file or folder, and not a model name (names: {', '.join(available_models())})"
         )
-    model = build_model(READERS[detect_format(source)](source), source, dtype, model_name).to(device)
+    exact = device.type == "cpu" and dtype == torch.bfloat16 and cpu.kernels.available()
+    model = build_model(READERS[detect_format(source)](source), source, dtype, model_name, exact=exact)
+    model = model.to(device)
     return cpu.accelerate(model, int8=int8) if device.type == "cpu" else model
 
 
@@ -173,8 +175,23 @@ def check_device(device: torch.device) -> None:
         raise ModelLoadError(f"device {device}: only {torch.cuda.device_count()} CUDA device(s)")
 
 
-def build_model(ckpt: Checkpoint, source: Path, dtype: torch.dtype, model_name: str | None = None) -> Whisper:
-    """A Whisper from a checkpoint: shapes checked, weights converted once, tokenizer and heads attached."""
+def build_model(
+    ckpt: Checkpoint,
+    source: Path,
+    dtype: torch.dtype,
+    model_name: str | None = None,
+    *,
+    exact: bool = False,
+) -> Whisper:
+    """A Whisper from a checkpoint: shapes checked, weights converted once, tokenizer and heads attached.
+
+    exact (a bf16 model on the CPU, where the decode-step kernels run): bf16 only where its speed is: the
+    encoder's matrices and the audio K/V projections (products of 1500 rows a window, on the matrix units). The
+    decoder's other matrices and its embeddings hold the checkpoint's numbers as fp16 (its products are one row
+    per step, bound by the bytes of weight read: fp16's two bytes are bf16's, with three more bits, and the
+    kernels compute in fp32 either way); every bias and the encoder's positional embedding stay fp32 (a rounded
+    bias shifts every position alike). Where fp16 does not hold a matrix (out of its range), it is bf16.
+    benchmarks/RESULTS.md, "bf16 agreement", has what each costs in tokens equal to fp32's."""
     with torch.device("meta"):
         model = Whisper(ckpt.dims)
     expected = model.state_dict()
@@ -190,7 +207,10 @@ def build_model(ckpt: Checkpoint, source: Path, dtype: torch.dtype, model_name: 
         t = ckpt.state_dict[key]
         if tuple(t.shape) != tuple(want.shape):
             raise ModelLoadError(f"{source}: {key} has shape {tuple(t.shape)}, expected {tuple(want.shape)}")
-        state[key] = t.to(torch.float32 if key in ln_params else dtype)
+        if key in ln_params:
+            state[key] = t.to(torch.float32)
+        else:
+            state[key] = t.to(_exact_dtype(key, t, dtype) if exact else dtype)
     model.load_state_dict(state, assign=True)
     model.alignment_heads = torch.zeros(
         ckpt.dims.n_text_layer, ckpt.dims.n_text_head, dtype=torch.bool
@@ -208,6 +228,17 @@ def build_model(ckpt: Checkpoint, source: Path, dtype: torch.dtype, model_name: 
     # an inference engine: no autograd on the weights (calls outside no_grad stay on the fast CPU paths of
     # packed.py); `model.requires_grad_(True)` to train
     return model.eval().requires_grad_(False)
+
+
+def _exact_dtype(key: str, t: torch.Tensor, dtype: torch.dtype) -> torch.dtype:
+    """The dtype of checkpoint tensor `key` in an `exact` bf16 model (build_model)."""
+    if key.endswith(".bias") or key == "encoder.positional_embedding":
+        return torch.float32
+    audio_kv = ".cross_attn.key." in key or ".cross_attn.value." in key
+    if key.startswith("decoder.") and not audio_kv:
+        finite = bool(t.float().abs().max() <= torch.finfo(torch.float16).max) if t.numel() else True
+        return torch.float16 if finite else dtype
+    return dtype
 
 
 def default_alignment_heads(ckpt: Checkpoint, model_name: str | None) -> torch.Tensor | list:
