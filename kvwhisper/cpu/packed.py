@@ -217,7 +217,7 @@ def pack_half(
         q[:N] = torch.round(w / scale[:, None]).clamp(-127, 127).to(torch.int8)
         body = q.view(groups, 64, K).transpose(1, 2).contiguous().view(torch.uint8).reshape(-1)
         return torch.cat([body, scale.contiguous().view(torch.uint8)]), bias
-    if weight.dtype == torch.bfloat16:
+    if weight.dtype in (torch.bfloat16, torch.float16):
         narrow = weight
     else:
         narrow = weight.to(torch.float16)

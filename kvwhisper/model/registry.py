@@ -236,8 +236,10 @@ def _exact_dtype(key: str, t: torch.Tensor, dtype: torch.dtype) -> torch.dtype:
         return torch.float32
     audio_kv = ".cross_attn.key." in key or ".cross_attn.value." in key
     if key.startswith("decoder.") and not audio_kv:
-        finite = bool(t.float().abs().max() <= torch.finfo(torch.float16).max) if t.numel() else True
-        return torch.float16 if finite else dtype
+        if t.dtype == torch.float16 or not t.numel():
+            return torch.float16
+        lo, hi = torch.aminmax(t)  # no copy of the matrix (an embedding is tens of MB)
+        return torch.float16 if max(-lo.item(), hi.item()) <= torch.finfo(torch.float16).max else dtype
     return dtype
 
 
