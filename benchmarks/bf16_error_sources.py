@@ -16,7 +16,9 @@ nearest even) applied or not:
 
 For each combination the table gives the mean |encoder output - fp32's| over the first 30 s of every English
 clip of the shared corpus, and on how many clips the fp32 decoder, given that output, chooses fp32's greedy
-tokens; the last row is the bf16 model's own encoder (`bf16_agreement.py`'s "bf16 encoder + fp32 decoder").
+tokens; the last rows are the bf16 models' own encoders: `load_model(dtype="bf16")`'s (on a CPU with the C
+kernels its encoder keeps the residual stream, biases and positional embedding in fp32: model/registry.py's
+`exact`) and the model with every matrix and bias in bf16 (without `exact`).
 
     python benchmarks/bf16_error_sources.py [--threads 2]
 """
@@ -31,6 +33,7 @@ import torch
 import torch.nn.functional as F
 
 import kvwhisper
+from kvwhisper.cpu import kernels
 from kvwhisper.decoding import decode
 
 KINDS = ("weights", "activations", "attention", "probabilities", "stream", "output", "biases", "convolutions")
@@ -104,12 +107,21 @@ def main(argv: list[str] | None = None) -> int:
     mels = common.english_clip_mels()
     fp32 = kvwhisper.load_model(args.model, dtype="fp32")
     bf16 = kvwhisper.load_model(args.model, dtype="bf16")
+    kernels.ENABLED = False  # loaded without `exact`
+    try:
+        all_bf16 = kvwhisper.load_model(args.model, dtype="bf16")
+    finally:
+        kernels.ENABLED = True
+    models = {
+        "the bf16 model's encoder": bf16,
+        "every matrix and bias bf16 (the model without exact)": all_bf16,
+    }
     rounded = {
         id(m.weight): _round(m.weight)
         for m in fp32.encoder.modules()
         if getattr(m, "weight", None) is not None and m.weight.dim() >= 2
     }
-    names = [*CASES, "the bf16 model's encoder"]
+    names = [*CASES, *models]
     same = dict.fromkeys(names, 0)
     diff = dict.fromkeys(names, 0.0)
     with torch.inference_mode():
@@ -120,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
                 if name in CASES:
                     features = encode(fp32, rounded, mel[None], CASES[name])
                 else:
-                    features = bf16.embed_audio(mel[None]).float()
+                    features = models[name].embed_audio(mel[None]).float()
                 diff[name] += (features - reference).abs().mean().item() / len(mels)
                 same[name] += decode(fp32, features)[0].tokens == tokens
     rows = [{"roundings": n, "enc_diff": diff[n], "same": same[n], "clips": len(mels)} for n in names]
