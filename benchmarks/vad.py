@@ -8,11 +8,14 @@ Three parts, in one process (the model loaded once and warmed up):
   between them, transcribed without and with `vad_filter` (default options; and with `batch_size=8` too: the
   recording cut in the gaps between speech regions, its parts decoded together), alternated: wall times against
   the silent share (the target: the time falls by at least 0.7x that share) and WER of each against the clips'
-  transcripts; then, untimed, with word timestamps: the share of words whose start lies inside a clip
-  (within 0.2 s).
+  transcripts; the VAD alone (`speech_regions`) is timed in the same rounds, which gives what the time saved
+  would be with a VAD that cost nothing; then, untimed, with word timestamps: the share of words whose start
+  lies inside a clip (within 0.2 s).
 - `wer`: every English file of the shared corpus (english_misc, librispeech_misc, longform) transcribed without
   and with `vad_filter`: WER against the references, and for the words both runs share (aligned on the
-  normalized text), how far apart their start times are.
+  normalized text), how far apart their start times are; against the same measure for the plain run and the
+  plain run of the file with 1 s of silence put before it (its times moved back by 1 s): how far Whisper's
+  word times move when only the windows' placement changes.
 
     python benchmarks/vad.py                 # all three, 3 timed runs each
     python benchmarks/vad.py --parts cost --runs 5
@@ -31,6 +34,7 @@ import common
 import numpy as np
 
 GAP = 20.0
+SHIFT = 1.0  # seconds of silence put before a file for the `wer` part's baseline
 ENGLISH = ("english_misc", "librispeech_misc", "longform")
 
 
@@ -112,13 +116,16 @@ def part_gaps(model, runs: int) -> list[dict]:
 
         return run
 
-    times = common.alternate({name: runner(name) for name in modes}, runs, log=common.log)
+    timed = {name: runner(name) for name in modes}
+    timed["speech_regions"] = lambda: kvwhisper.speech_regions(audio)
+    times = common.alternate(timed, runs, log=common.log)
     rows = []
     for name, options in modes.items():
         placed = kvwhisper.transcribe(model, audio, language="en", word_timestamps=True, **options)  # untimed
         words = _words(placed)
         inside = sum(any(a - 0.2 <= t <= b + 0.2 for a, b in spans) for _, t in words)
         ratio = common.median([t / p for t, p in zip(times[name], times["plain"])])
+        free = [(t - v) / p for t, v, p in zip(times[name], times["speech_regions"], times["plain"])]
         rows.append(
             {
                 "part": "gaps",
@@ -127,6 +134,8 @@ def part_gaps(model, runs: int) -> list[dict]:
                 "silent_pct": round(100 * silent_share, 1),
                 "wall_s": round(common.median(times[name]), 2),
                 "time_saved_pct": round(100 * (1 - ratio), 1),
+                "saved_if_vad_free_pct": round(100 * (1 - common.median(free)), 1) if options else None,
+                "vad_s": round(common.median(times["speech_regions"]), 3) if options else None,
                 "target_pct": round(70 * silent_share, 1) if options else None,
                 "wer_pct": round(100 * common.wer(reference, results[name].text), 2),
                 "words_in_their_clip_pct": round(100 * inside / max(1, len(words)), 1),
@@ -140,7 +149,7 @@ def part_wer(model) -> list[dict]:
 
     speech = common.require_speech()
     refs, hyps = {False: [], True: []}, {False: [], True: []}
-    deltas = []
+    deltas, shifted = [], []
     for folder in ENGLISH:
         for name, text in common.read_transcripts(speech / folder):
             path = speech / folder / name
@@ -154,10 +163,13 @@ def part_wer(model) -> list[dict]:
                 refs[vad].append(text)
                 hyps[vad].append(out[vad].text)
             a, b = _words(out[False]), _words(out[True])
-            matcher = difflib.SequenceMatcher(a=[w for w, _ in a], b=[w for w, _ in b], autojunk=False)
-            for block in matcher.get_matching_blocks():
-                for k in range(block.size):
-                    deltas.append(abs(a[block.a + k][1] - b[block.b + k][1]))
+            deltas += _start_deltas(a, b)
+            audio = kvwhisper.load_audio(str(path))
+            silence = np.zeros(int(SHIFT * common.SAMPLE_RATE), dtype=np.float32)
+            later = kvwhisper.transcribe(
+                model, np.concatenate([silence, audio]), language="en", word_timestamps=True
+            )
+            shifted += _start_deltas(a, [(w, t - SHIFT) for w, t in _words(later)])
     rows = []
     for vad in (False, True):
         rows.append(
@@ -172,7 +184,27 @@ def part_wer(model) -> list[dict]:
                 "start_delta_p99_s": round(float(np.percentile(deltas, 99)), 3) if vad else None,
             }
         )
+    rows.append(
+        {
+            "part": "wer",
+            "mode": f"plain, and plain after {SHIFT:g} s of silence",
+            "shared_words": len(shifted),
+            "start_within_0.2s_pct": round(100 * np.mean(np.array(shifted) <= 0.2), 1),
+            "start_delta_median_s": round(float(np.median(shifted)), 3),
+            "start_delta_p99_s": round(float(np.percentile(shifted, 99)), 3),
+        }
+    )
     return rows
+
+
+def _start_deltas(a: list[tuple[str, float]], b: list[tuple[str, float]]) -> list[float]:
+    """|start difference| of the words two runs share (aligned on the normalized words)."""
+    matcher = difflib.SequenceMatcher(a=[w for w, _ in a], b=[w for w, _ in b], autojunk=False)
+    return [
+        abs(a[block.a + k][1] - b[block.b + k][1])
+        for block in matcher.get_matching_blocks()
+        for k in range(block.size)
+    ]
 
 
 def main() -> int:
