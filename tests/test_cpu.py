@@ -172,6 +172,39 @@ def test_half_kernel_equals_plain_product_on_2_byte_weights(rows, n_out, dtype, 
             torch.set_num_threads(threads)
 
 
+@pytest.mark.parametrize("hidden", [16, 128, 256])
+def test_lstm_kernel_equals_nn_lstm(hidden, kernel_isa):
+    """kernels.lstm: nn.LSTM's recurrence (gates i, f, g, o) to fp32 rounding, its state carried from one call
+    to the next as nn.LSTM's (h, c), saturated gates included; the same bits whatever the thread count. Each
+    version of the kernel this CPU runs."""
+    packed = _kernels_or_skip()
+    kernels = packed.kernels
+    torch.manual_seed(hidden)
+    lstm = torch.nn.LSTM(24, hidden, batch_first=True)
+    with torch.no_grad():
+        lstm.bias_ih_l0[:hidden] += 30  # input gates saturated open for some units
+        x = torch.randn(1, 300, 24) * 3
+        want, (h_n, c_n) = lstm(x)
+        w_t = lstm.weight_hh_l0.t().contiguous()
+        bias = lstm.bias_ih_l0 + lstm.bias_hh_l0
+        h, c = torch.zeros(hidden), torch.zeros(hidden)
+        gates = torch.addmm(bias, x[0], lstm.weight_ih_l0.t())
+        got = torch.cat([kernels.lstm(gates[:100], w_t, h, c), kernels.lstm(gates[100:], w_t, h, c)])
+        torch.testing.assert_close(got, want[0], atol=2e-6, rtol=1e-5)
+        torch.testing.assert_close(h, h_n.view(-1), atol=2e-6, rtol=1e-5)
+        torch.testing.assert_close(c, c_n.view(-1), atol=2e-6, rtol=1e-5)
+        threads = torch.get_num_threads()
+        try:
+            torch.set_num_threads(1)
+            one = kernels.lstm(gates, w_t, torch.zeros(hidden), torch.zeros(hidden))
+        finally:
+            torch.set_num_threads(threads)
+        assert torch.equal(one, kernels.lstm(gates, w_t, torch.zeros(hidden), torch.zeros(hidden)))
+    assert kernels.lstm_applies(hidden) and not kernels.lstm_applies(hidden + 8)
+    with pytest.raises(ValueError, match="shapes"):
+        kernels.lstm(gates[:, :-1], w_t, h, c)
+
+
 def test_half_kernel_applies_only_where_fp16_holds_the_weight_and_rows_are_few():
     packed = _kernels_or_skip()
     torch.manual_seed(0)

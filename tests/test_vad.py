@@ -64,7 +64,14 @@ def _frame_by_frame(audio: np.ndarray) -> torch.Tensor:
         return torch.cat([jit(padded[i * 512 : (i + 1) * 512][None], SAMPLE_RATE)[:, 0] for i in range(n)])
 
 
-def test_probabilities_equal_the_packages_frame_by_frame_model(gapped, monkeypatch):
+@pytest.mark.parametrize("recurrence", ["kernel", "nn.LSTM"])
+def test_probabilities_equal_the_packages_frame_by_frame_model(gapped, monkeypatch, recurrence):
+    """The LSTM through the C kernel (where it runs) and through torch's nn.LSTM (elsewhere)."""
+    from kvwhisper.cpu import kernels
+
+    if recurrence == "kernel" and not kernels.lstm_applies(128):
+        pytest.skip("the C kernels are not built or this CPU runs neither version")
+    monkeypatch.setattr(kernels, "ENABLED", recurrence == "kernel")
     audio = gapped[: 30 * SAMPLE_RATE]
     ref = _frame_by_frame(audio)
     got = vad_model().probabilities(torch.from_numpy(audio))

@@ -7,8 +7,9 @@ a speech probability per 32 ms frame (512 samples at 16 kHz, each seen with the 
 network is a short-time Fourier transform and four convolutions per frame, then an LSTM cell carried from frame
 to frame, then a 1x1 convolution. Run frame by frame, as the package's own `get_speech_timestamps` does, an
 11-minute file takes ~20,000 calls; here the per-frame part runs over all frames as one batch, the LSTM as one
-`nn.LSTM` sequence over the cell's weights, giving the same probabilities (to fp32 rounding; tested against the
-frame-by-frame calls). Probabilities become regions by the package's `get_speech_timestamps_from_probs`, with
+sequence over the cell's weights (its input products for all frames at once, then the recurrence frame after
+frame in the C kernels' `lstm`, or as an `nn.LSTM` where they do not run), giving the same probabilities (to fp32
+rounding; tested against the frame-by-frame calls). Probabilities become regions by the package's `get_speech_timestamps_from_probs`, with
 faster-whisper's parameter names and defaults (`VadOptions`), so a `vad_parameters` dict carries over from it.
 """
 
@@ -25,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..cpu import kernels
 from .features import SAMPLE_RATE, as_waveform
 
 FRAME = 512  # samples per probability at 16 kHz
@@ -133,6 +135,10 @@ class SileroVad:
             self.lstm.weight_hh_l0.copy_(cell.weight_hh)
             self.lstm.bias_ih_l0.copy_(cell.bias_ih)
             self.lstm.bias_hh_l0.copy_(cell.bias_hh)
+        # the same cell for kernels.lstm: the recurrent weight transposed, the two biases summed
+        self.w_ih = cell.weight_ih.detach().clone()
+        self.w_hh_t = cell.weight_hh.detach().t().contiguous()
+        self.bias = (cell.bias_ih + cell.bias_hh).detach()
         self.head = self.net.decoder.decoder  # ReLU, 1x1 convolution, sigmoid
         stft = self.net.stft  # a convolution with a periodic-Hann-windowed DFT basis (checked here), hop 128
         self.n_fft, self.hop = int(stft.filter_length), int(stft.hop_length)
@@ -166,19 +172,31 @@ class SileroVad:
         padded[CONTEXT : CONTEXT + audio.shape[0]] = audio
         state = None
         out = []
-        threads = torch.get_num_threads()
         for i in range(0, n, FRAMES_PER_BLOCK):
             b = min(FRAMES_PER_BLOCK, n - i)
             block = padded[i * FRAME : CONTEXT + (i + b) * FRAME]
-            x = self.net.encoder(self._stft(block, b))  # (b, 128, 1)
-            torch.set_num_threads(1)  # a step of 128 units is too small to share: 2 threads run it 7x slower
-            try:
-                h, state = self.lstm(x.squeeze(-1)[None], state)  # (1, b, 128): the cell, frame after frame
-            finally:
-                torch.set_num_threads(threads)
-            p = self.head(h[0].unsqueeze(-1))  # (b, 1, 1)
+            x = self.net.encoder(self._stft(block, b)).squeeze(-1)  # (b, 128)
+            h, state = self._recur(x, state)  # (b, 128): the cell, frame after frame
+            p = self.head(h.unsqueeze(-1))  # (b, 1, 1)
             out.append(p.squeeze(1).mean(-1))
         return torch.cat(out)
+
+    def _recur(self, x: Tensor, state: tuple[Tensor, Tensor] | None) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+        """The LSTM over frames x (b, input): each frame's h (b, hidden) and the state (h, c) after the last."""
+        hidden = self.w_hh_t.shape[0]
+        if kernels.lstm_applies(hidden):
+            h, c = state if state is not None else (torch.zeros(hidden), torch.zeros(hidden))
+            gates = torch.addmm(self.bias, x, self.w_ih.t())  # every frame's input products at once
+            return kernels.lstm(gates, self.w_hh_t, h, c), (h, c)
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # a step of 128 units is too small to share: 2 threads run it 7x slower
+        try:
+            if state is not None:
+                state = (state[0].view(1, 1, -1), state[1].view(1, 1, -1))
+            h, (h_n, c_n) = self.lstm(x[None], state)
+        finally:
+            torch.set_num_threads(threads)
+        return h[0], (h_n.view(-1), c_n.view(-1))
 
 
 def vad_model() -> SileroVad:

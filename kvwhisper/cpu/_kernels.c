@@ -55,6 +55,7 @@ defined), and, at its end, the width-generic kernels. */
 #define GROUP 64 /* outputs per group of the packed weight: 4 vectors of 16 */
 #define MAX_ROWS 5 /* rows per pass: 5 x VECS accumulators and VECS weights stay in registers */
 #define ATTEND_ROWS 8 /* query rows per (batch, head) at most: beams of a window */
+#define LSTM_MAX_H 256 /* the LSTM kernel's largest state */
 
 #if HAVE_KERNEL
 #define INLINE static inline __attribute__((always_inline))
@@ -63,8 +64,8 @@ defined), and, at its end, the width-generic kernels. */
 
 /* Vectors of 16 fp32 numbers, one type and one set of operations per instruction set (name_avx512,
    name_avx2): zero, set1, load/store of 16 or of the first n (1..16: loadn zero-fills the others),
-   keepn (the first n lanes, zeros after), add, sub, mul, max, fma (a * b + c), fnma (c - a * b), round (to
-   nearest), scale2 (p * 2^n for integral n in [-126, 0]), hsum (the sum of the 16 lanes in one fixed tree)
+   keepn (the first n lanes, zeros after), add, sub, mul, div, max, min, fma (a * b + c), fnma (c - a * b),
+   round (to nearest), scale2 (p * 2^n for integral n in [-126, 127]), hsum (the sum of the 16 lanes in one fixed tree)
    and widen (16 stored 2-byte weights as fp32: exact, fp16 by vcvtph2ps, bf16 by a 16-bit shift). */
 
 /* the sum of 8 lanes as ((4 + 0) + (6 + 2)) + ((5 + 1) + (7 + 3)); 16 lanes add their halves first (the
@@ -91,6 +92,8 @@ INLINE TARGET_AVX512 __m512 add_avx512(__m512 a, __m512 b) { return _mm512_add_p
 INLINE TARGET_AVX512 __m512 sub_avx512(__m512 a, __m512 b) { return _mm512_sub_ps(a, b); }
 INLINE TARGET_AVX512 __m512 mul_avx512(__m512 a, __m512 b) { return _mm512_mul_ps(a, b); }
 INLINE TARGET_AVX512 __m512 max_avx512(__m512 a, __m512 b) { return _mm512_max_ps(a, b); }
+INLINE TARGET_AVX512 __m512 min_avx512(__m512 a, __m512 b) { return _mm512_min_ps(a, b); }
+INLINE TARGET_AVX512 __m512 div_avx512(__m512 a, __m512 b) { return _mm512_div_ps(a, b); }
 INLINE TARGET_AVX512 __m512 fma_avx512(__m512 a, __m512 b, __m512 c) { return _mm512_fmadd_ps(a, b, c); }
 INLINE TARGET_AVX512 __m512 fnma_avx512(__m512 a, __m512 b, __m512 c) { return _mm512_fnmadd_ps(a, b, c); }
 INLINE TARGET_AVX512 __m512 scale2_avx512(__m512 p, __m512 n) { return _mm512_scalef_ps(p, n); }
@@ -163,6 +166,8 @@ INLINE TARGET_AVX2 vec_avx2 add_avx2(vec_avx2 a, vec_avx2 b) { return EACH(_mm25
 INLINE TARGET_AVX2 vec_avx2 sub_avx2(vec_avx2 a, vec_avx2 b) { return EACH(_mm256_sub_ps, a, b); }
 INLINE TARGET_AVX2 vec_avx2 mul_avx2(vec_avx2 a, vec_avx2 b) { return EACH(_mm256_mul_ps, a, b); }
 INLINE TARGET_AVX2 vec_avx2 max_avx2(vec_avx2 a, vec_avx2 b) { return EACH(_mm256_max_ps, a, b); }
+INLINE TARGET_AVX2 vec_avx2 min_avx2(vec_avx2 a, vec_avx2 b) { return EACH(_mm256_min_ps, a, b); }
+INLINE TARGET_AVX2 vec_avx2 div_avx2(vec_avx2 a, vec_avx2 b) { return EACH(_mm256_div_ps, a, b); }
 INLINE TARGET_AVX2 vec_avx2 fma_avx2(vec_avx2 a, vec_avx2 b, vec_avx2 c) { return EACH3(_mm256_fmadd_ps, a, b, c); }
 INLINE TARGET_AVX2 vec_avx2 fnma_avx2(vec_avx2 a, vec_avx2 b, vec_avx2 c) { return EACH3(_mm256_fnmadd_ps, a, b, c); }
 INLINE TARGET_AVX2 __m256
@@ -226,6 +231,7 @@ widen8_avx2(const int8_t *p)
 
 typedef void groups_fn(const uint16_t *wp, const float *x, float *y, const float *bias, const float *add, int M,
                        int N, int K, int g0, int g1, int kind);
+typedef void lstm_fn(const float *xg, const float *wt, float *h, float *c, float *out, int T, int H);
 typedef void attend_head_fn(const float *q, long q_r, const void *k, long k_s, const void *v, long v_s, float *o,
                             long o_r, int R, int S, int D, float *scores, int kv16);
 
@@ -251,9 +257,11 @@ static const struct isa {
     float (*max_of)(const float *x, int n);
     float (*sum_exp)(const float *x, int n, float mx);
     void (*top_n)(const float *x, long V, int n, float *val, long *idx);
+    lstm_fn *lstm;
 } ISAS[] = {
-    {"avx512", runs_avx512, groups_avx512, attend_head_avx512, max_of_avx512, sum_exp_avx512, top_n_avx512},
-    {"avx2", runs_avx2, groups_avx2, attend_head_avx2, max_of_avx2, sum_exp_avx2, top_n_avx2},
+    {"avx512", runs_avx512, groups_avx512, attend_head_avx512, max_of_avx512, sum_exp_avx512, top_n_avx512,
+     lstm_avx512},
+    {"avx2", runs_avx2, groups_avx2, attend_head_avx2, max_of_avx2, sum_exp_avx2, top_n_avx2, lstm_avx2},
 };
 #define N_ISAS ((int)(sizeof(ISAS) / sizeof(ISAS[0])))
 
@@ -602,6 +610,29 @@ py_gemv(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     Py_RETURN_NONE;
 }
 
+/* lstm(xg, wt, h, c, out, T, H): an LSTM layer over T steps (the silero VAD's cell), fp32, contiguous */
+static PyObject *
+py_lstm(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    void *p[5];
+    long d[2];
+    if (parse_args(args, nargs, 5, p, 2, d, "lstm takes 7 arguments: xg, wt, h, c, out, T, H")) return NULL;
+    if (!p[0] || !p[1] || !p[2] || !p[3] || !p[4] || d[0] < 0 || d[1] < 16 || d[1] % 16 || d[1] > LSTM_MAX_H) {
+        PyErr_SetString(PyExc_ValueError, "lstm: null pointer, or H not a multiple of 16 up to 256");
+        return NULL;
+    }
+    if (!supported()) {
+        PyErr_SetString(PyExc_RuntimeError, "lstm" NO_KERNEL);
+        return NULL;
+    }
+#if HAVE_KERNEL
+    Py_BEGIN_ALLOW_THREADS
+    current->lstm(p[0], p[1], p[2], p[3], p[4], (int)d[0], (int)d[1]);
+    Py_END_ALLOW_THREADS
+#endif
+    Py_RETURN_NONE;
+}
+
 /* attend(q, k, v, o, N, H, R, S, D, q_strides, k_strides, v_strides, o_strides, threads, kv16): pointers as
    ints, strides (in elements) as 3-tuples (batch, head, row); k/v rows must be contiguous runs of D numbers, fp32
    or, with kv16, bf16 */
@@ -855,6 +886,8 @@ static PyMethodDef methods[] = {
     {"set_isa", py_set_isa, METH_O, "set_isa(name): run version 'avx512' or 'avx2'; None: the best here."},
     {"gemv", (PyCFunction)(void (*)(void))py_gemv, METH_FASTCALL,
      "gemv(w, x, y, bias, add, M, N, K, kind, threads): y = x @ W.T + bias + add, W packed fp16, bf16 or int8."},
+    {"lstm", (PyCFunction)(void (*)(void))py_lstm, METH_FASTCALL,
+     "lstm(xg, wt, h, c, out, T, H): an LSTM layer over T steps, h and c updated in place."},
     {"attend", (PyCFunction)(void (*)(void))py_attend, METH_FASTCALL,
      "attend(q, k, v, o, N, H, R, S, D, q_strides, k_strides, v_strides, o_strides, threads, kv16): attention."},
     {"decoder_layer", (PyCFunction)(void (*)(void))py_decoder_layer, METH_FASTCALL,
@@ -884,7 +917,7 @@ PyInit__kernels(void)
 /* V(name): this instruction set's version of name (its vector type V(vec), its operations, the kernels
    defined here); TARGET: its target attribute; VECS: vectors of 16 a pass keeps per row */
 
-/* e^x for x <= 0 (scores less their maximum), Cephes' expf polynomial: within ~1 ulp */
+/* e^x for x <= 87 (below -87: e^-87), Cephes' expf polynomial: within ~1 ulp */
 INLINE TARGET V(vec) V(exp)(V(vec) x)
 {
     x = V(max)(x, V(set1)(-87.0f));
@@ -1101,6 +1134,51 @@ TARGET void V(top_n)(const float *x, long V, int n, float *val, long *idx)
             }
             val[at] = v;
             idx[at] = i + lane;
+        }
+    }
+}
+
+/* the logistic sigmoid 1 / (1 + e^-x) and tanh(x) = 2 sigmoid(2x) - 1, through exp (e^-x taken at most at
+   e^80: the sigmoid is 0 to fp32 there) */
+INLINE TARGET V(vec) V(sigmoid)(V(vec) x)
+{
+    V(vec) e = V(exp)(V(min)(V(sub)(V(zero)(), x), V(set1)(80.0f)));
+    return V(div)(V(set1)(1.0f), V(add)(V(set1)(1.0f), e));
+}
+INLINE TARGET V(vec) V(tanh)(V(vec) x)
+{
+    return V(fma)(V(set1)(2.0f), V(sigmoid)(V(add)(x, x)), V(set1)(-1.0f));
+}
+
+/* one LSTM layer over T steps, as torch's nn.LSTM (gates i, f, g, o; c = f c + i g, h = o tanh(c)): xg (T, 4H)
+   each step's input products plus both biases (computed before, for all steps at once); wt (H, 4H) the
+   recurrent weight transposed; h, c (H) the state, updated; out (T, H) each step's h. H a multiple of 16, at
+   most LSTM_MAX_H. One thread: each step needs the one before. A step reads the whole recurrent weight (256 KB
+   for the VAD's H = 128) from the core's L2 cache, which bounds it at ~1.8 us. */
+TARGET void V(lstm)(const float *xg, const float *wt, float *h, float *c, float *out, int T, int H)
+{
+    float g[4 * LSTM_MAX_H];
+    const int G = 4 * H;
+    for (int t = 0; t < T; t++) {
+        const float *x = xg + (size_t)t * G;
+        for (int j0 = 0; j0 < G; j0 += 16 * VECS) {
+            V(vec) acc[VECS];
+            for (int j = 0; j < VECS; j++) acc[j] = V(load)(x + j0 + 16 * j);
+            for (int k = 0; k < H; k++) {
+                V(vec) hk = V(set1)(h[k]);
+                const float *w = wt + (size_t)k * G + j0;
+                for (int j = 0; j < VECS; j++) acc[j] = V(fma)(V(load)(w + 16 * j), hk, acc[j]);
+            }
+            for (int j = 0; j < VECS; j++) V(store)(g + j0 + 16 * j, acc[j]);
+        }
+        for (int j = 0; j < H; j += 16) {
+            V(vec) i = V(sigmoid)(V(load)(g + j)), f = V(sigmoid)(V(load)(g + H + j));
+            V(vec) u = V(tanh)(V(load)(g + 2 * H + j)), o = V(sigmoid)(V(load)(g + 3 * H + j));
+            V(vec) cj = V(fma)(f, V(load)(c + j), V(mul)(i, u));
+            V(vec) hj = V(mul)(o, V(tanh)(cj));
+            V(store)(c + j, cj);
+            V(store)(h + j, hj);
+            V(store)(out + (size_t)t * H + j, hj);
         }
     }
 }

@@ -15,6 +15,8 @@ operations do on this CPU, in fp32 arithmetic (benchmarks/RESULTS.md):
   `gemv`, the attention through `attend`, GELU, the residual adds, the new K/V written into the cache): the
   same kernels as the step op by op, without the ~20 torch operations and the Python between them. Used by
   `CPUOps.block_step` (ops.py).
+- `lstm`: an LSTM layer's recurrence, step after step on one core, its sigmoid and tanh vectorized: the
+  voice activity detector's cell over a recording's frames (audio/vad.py), ~4x torch's `nn.LSTM` there.
 
 Both need the compiled extension (setup.py builds it at install where a C compiler is; optional) and an x86-64
 CPU with AVX-512, or with AVX2, F16C and FMA. Elsewhere, and with `ENABLED = False`, the callers run torch's
@@ -85,6 +87,33 @@ def set_isa(name: str | None) -> None:
 
 if os.environ.get("KVWHISPER_KERNEL_ISA"):
     set_isa(os.environ["KVWHISPER_KERNEL_ISA"])
+
+
+LSTM_MAX_STATE = 256  # the largest LSTM state `lstm` takes (a multiple of 16)
+
+
+def lstm_applies(state_size: int) -> bool:
+    """Whether `lstm` takes a state of this size (a multiple of 16 up to LSTM_MAX_STATE) here."""
+    return state_size % 16 == 0 and 16 <= state_size <= LSTM_MAX_STATE and available()
+
+
+def lstm(xg: Tensor, wt: Tensor, h: Tensor, c: Tensor) -> Tensor:
+    """An LSTM layer over T steps, as `nn.LSTM`'s (gates i, f, g, o): xg (T, 4H) fp32 is each step's input
+    product plus both biases, wt (H, 4H) the recurrent weight transposed, h and c (H,) the state, updated in
+    place. Returns each step's h, (T, H). Call where `lstm_applies(H)`; each step in fp32 to rounding (its own
+    summation order and exp)."""
+    T, H = xg.shape[0], h.shape[0]
+    if not (xg.shape == (T, 4 * H) and wt.shape == (H, 4 * H) and c.shape == (H,)):
+        raise ValueError(
+            f"lstm: shapes {tuple(xg.shape)}, {tuple(wt.shape)}, {tuple(h.shape)}, {tuple(c.shape)}"
+        )
+    tensors = (xg, wt, h, c)
+    if not all(t.dtype is torch.float32 and t.is_contiguous() and t.is_cpu for t in tensors):
+        raise ValueError("lstm: fp32 contiguous CPU tensors only")
+    out = torch.empty(T, H, dtype=torch.float32)
+    if T:
+        _c.lstm(xg.data_ptr(), wt.data_ptr(), h.data_ptr(), c.data_ptr(), out.data_ptr(), T, H)
+    return out
 
 
 def eager_inference(*tensors: Tensor) -> bool:
