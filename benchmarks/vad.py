@@ -150,6 +150,7 @@ def part_wer(model) -> list[dict]:
     speech = common.require_speech()
     refs, hyps = {False: [], True: []}, {False: [], True: []}
     deltas, shifted = [], []
+    at_zero = 0  # words more than 0.2 s apart that are a file's first, at 0.0 s in the plain run
     for folder in ENGLISH:
         for name, text in common.read_transcripts(speech / folder):
             path = speech / folder / name
@@ -164,6 +165,8 @@ def part_wer(model) -> list[dict]:
                 hyps[vad].append(out[vad].text)
             a, b = _words(out[False]), _words(out[True])
             deltas += _start_deltas(a, b)
+            if a and b and a[0][0] == b[0][0] and a[0][1] == 0.0 and b[0][1] > 0.2:
+                at_zero += 1
             audio = kvwhisper.load_audio(str(path))
             silence = np.zeros(int(SHIFT * common.SAMPLE_RATE), dtype=np.float32)
             later = kvwhisper.transcribe(
@@ -182,6 +185,8 @@ def part_wer(model) -> list[dict]:
                 "start_within_0.2s_pct": round(100 * np.mean(np.array(deltas) <= 0.2), 1) if vad else None,
                 "start_delta_median_s": round(float(np.median(deltas)), 3) if vad else None,
                 "start_delta_p99_s": round(float(np.percentile(deltas, 99)), 3) if vad else None,
+                "over_0.2s": int(np.sum(np.array(deltas) > 0.2)) if vad else None,
+                "over_0.2s_first_word_at_0": at_zero if vad else None,
             }
         )
     rows.append(
