@@ -125,9 +125,9 @@ def test_module_and_function_sizes(path):
 
 # the README's "Layout" list: each package imports only those before it (and itself)
 LAYERS = [
+    "cpu",
     "audio",
     "tokenizer",
-    "cpu",
     "model",
     "decoding",
     "timing",
