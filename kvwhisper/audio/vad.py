@@ -8,9 +8,10 @@ network is a short-time Fourier transform and four convolutions per frame, then 
 to frame, then a 1x1 convolution. Run frame by frame, as the package's own `get_speech_timestamps` does, an
 11-minute file takes ~20,000 calls; here the per-frame part runs over all frames as one batch, the LSTM as one
 sequence over the cell's weights (its input products for all frames at once, then the recurrence frame after
-frame in the C kernels' `lstm`, or as an `nn.LSTM` where they do not run), giving the same probabilities (to fp32
-rounding; tested against the frame-by-frame calls). Probabilities become regions by the package's `get_speech_timestamps_from_probs`, with
-faster-whisper's parameter names and defaults (`VadOptions`), so a `vad_parameters` dict carries over from it.
+frame in the C kernels' `lstm`, or as an `nn.LSTM` where they do not run), giving the same probabilities (to
+fp32 rounding; tested against the frame-by-frame calls). Probabilities become regions by the package's
+`get_speech_timestamps_from_probs`, with faster-whisper's parameter names and defaults (`VadOptions`), so a
+`vad_parameters` dict carries over from it.
 """
 
 from __future__ import annotations

@@ -8,8 +8,8 @@ layout (`torch.ops.mkldnn._reorder_linear_weight`, what Inductor's weight prepac
 weight changes (another dtype, device, or an in-place load: the key is the storage pointer and version).
 
 It is used on CPU, in fp32, bf16 and fp16 (bf16 and fp16 only where oneDNN runs them natively), outside
-autograd and outside torch.compile; everywhere else, and when `ENABLED` is False, the plain `F.linear` runs. Results agree with
-`F.linear` to fp32 rounding (oneDNN sums in another order), not bit for bit.
+autograd and outside torch.compile; everywhere else, and when `ENABLED` is False, the plain `F.linear` runs.
+Results agree with `F.linear` to fp32 rounding (oneDNN sums in another order), not bit for bit.
 Costs: one extra copy of the linear weights in memory.
 
 2-byte weights (`HALF`): Whisper's checkpoints hold fp16 numbers, so an fp32 model's weights are fp16
@@ -200,8 +200,8 @@ def pack_half(
     weight: Tensor, biases: list[Tensor | None], sizes: list[int], *, int8: bool = False
 ) -> tuple[Tensor | None, Tensor | None]:
     """`weight` (N, K) as kernels.gemv's layout, (ceil(N / 64), K, 64) numbers zero-padded: an fp32 weight as
-    fp16 (None if fp16 does not hold it exactly), a bf16 or fp16 weight as itself; and the biases of its parts (`sizes`
-    rows each) as one fp32 vector (None if all are None). Returns (None, None) where it does not apply.
+    fp16 (None if fp16 does not hold it exactly), a bf16 or fp16 weight as itself; and the biases of its parts
+    (`sizes` rows each) as one fp32 vector (None if all are None). Returns (None, None) where it does not apply.
 
     With `int8`: each output row quantized to int8, symmetric (scale = its largest |weight| / 127), the layout's
     bytes followed by the N scales as fp32 bytes, all in one uint8 tensor."""

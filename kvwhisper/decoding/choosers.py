@@ -18,6 +18,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.distributions import Categorical
 
+from ..cpu import kernels
+
 
 def greedy_step(
     tokens: Tensor,
@@ -109,7 +111,7 @@ class BeamSearchChooser:
         """
         if force is not None:
             raise ValueError("forcing a token is only supported without beam search")
-        if _kernels().logits_apply(logits, sum_logprobs):
+        if kernels.logits_apply(logits, sum_logprobs):
             return self._update_listed(tokens, logits, sum_logprobs)
         K = self.beam_size
         B = tokens.shape[0]
@@ -146,7 +148,7 @@ class BeamSearchChooser:
         N = tokens.shape[0] // K
         duplicate = self._duplicates(tokens).tolist()
         logprobs = F.log_softmax(logits.float(), dim=-1)  # torch's: the reference's numbers bit for bit
-        top_scores, top_tokens = _kernels().beam_top(logprobs, sum_logprobs, K + 1)
+        top_scores, top_tokens = kernels.beam_top(logprobs, sum_logprobs, K + 1)
         top_scores, top_tokens = top_scores.tolist(), top_tokens.tolist()
         kept_rows, kept_tokens, kept_scores = [], [], []
         for window in range(N):
@@ -208,14 +210,6 @@ class BeamSearchChooser:
                         break
         candidates = [[torch.tensor(seq) for seq in sequences] for sequences in finished]
         return candidates, [list(sequences.values()) for sequences in finished]
-
-
-def _kernels():
-    """kvwhisper.cpu.kernels, imported where beam search first asks (decoding does not import the CPU package
-    at import time)."""
-    from ..cpu import kernels
-
-    return kernels
 
 
 def _duplicate_rows(rows: Tensor, earlier: Tensor) -> Tensor:

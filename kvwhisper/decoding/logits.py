@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
+from ..cpu import kernels
+
 if TYPE_CHECKING:
     from ..tokenizer import Tokenizer
 
@@ -168,8 +170,6 @@ class FusedProcessors:
     def of(cls, processors: Sequence[LogitsProcessor]) -> FusedProcessors | None:
         """For a list of at most one each of SuppressBlank, SuppressTokens and ApplyTimestampRules in that order
         with one sample_begin, where the kernels run here; None otherwise."""
-        from ..cpu import kernels
-
         kinds = [type(p) for p in processors]
         order = [k for k in (SuppressBlank, SuppressTokens, ApplyTimestampRules) if k in kinds]
         if kinds != order or not kernels.available():
@@ -183,15 +183,11 @@ class FusedProcessors:
         return cls(blank, suppress, rules)
 
     def applies(self, logits: Tensor, tokens: Tensor) -> bool:
-        from ..cpu import kernels
-
         return tokens.dtype is torch.long and kernels.logits_apply(logits, tokens)
 
     def apply(self, logits: Tensor, tokens: Tensor, argmax: bool = False) -> Tensor | None:
         """The processors on logits (B, V) in place (call where `applies`); with `argmax`, returns each row's
         argmax after them (B,), greedy's choice at temperature 0."""
-        from ..cpu import kernels
-
         B = logits.shape[0]
         forced = torch.zeros(B, dtype=torch.uint8)
         next_tokens = torch.empty(B, dtype=torch.long) if argmax else None
