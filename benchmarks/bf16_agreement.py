@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 
 import kvwhisper
-from kvwhisper.cpu import amx, kernels
+from kvwhisper.cpu import amx
 from kvwhisper.cpu.ops import CPUOps
 from kvwhisper.decoding import decode
 from kvwhisper.model import network as model_mod
@@ -48,11 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     mels = common.english_clip_mels()
     fp32 = kvwhisper.load_model(args.model, dtype="fp32")
     bf16 = kvwhisper.load_model(args.model, dtype="bf16")
-    kernels.ENABLED = False  # loaded without `exact`; run with the kernels like the others
-    try:
-        all_bf16 = kvwhisper.load_model(args.model, dtype="bf16")
-    finally:
-        kernels.ENABLED = True
+    all_bf16 = common.load_all_bf16(args.model)
     embed, self_attend = model_mod.TextDecoder.embed, CPUOps.self_attend
 
     def sdpa(self, q, k, v):

@@ -33,7 +33,6 @@ import torch
 import torch.nn.functional as F
 
 import kvwhisper
-from kvwhisper.cpu import kernels
 from kvwhisper.decoding import decode
 
 KINDS = ("weights", "activations", "attention", "probabilities", "stream", "output", "biases", "convolutions")
@@ -107,11 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     mels = common.english_clip_mels()
     fp32 = kvwhisper.load_model(args.model, dtype="fp32")
     bf16 = kvwhisper.load_model(args.model, dtype="bf16")
-    kernels.ENABLED = False  # loaded without `exact`
-    try:
-        all_bf16 = kvwhisper.load_model(args.model, dtype="bf16")
-    finally:
-        kernels.ENABLED = True
+    all_bf16 = common.load_all_bf16(args.model)
     models = {
         "the bf16 model's encoder": bf16,
         "every matrix and bias bf16 (the model without exact)": all_bf16,

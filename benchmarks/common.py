@@ -54,6 +54,19 @@ def english_clip_mels() -> list:
     return [log_mel_spectrogram(pad_or_trim(load_audio(f))) for f in files]
 
 
+def load_all_bf16(model_name: str):
+    """The bf16 model as load_model gives it without the C kernels: every matrix and bias bf16 (no `exact`,
+    model/registry.py), run with the kernels like the default one (bf16_agreement.py, bf16_error_sources.py)."""
+    import kvwhisper
+    from kvwhisper.cpu import kernels
+
+    kernels.ENABLED = False
+    try:
+        return kvwhisper.load_model(model_name, dtype="bf16")
+    finally:
+        kernels.ENABLED = True
+
+
 def read_transcripts(folder: Path) -> list[tuple[str, str]]:
     rows = []
     for line in (folder / "transcripts.tsv").read_text(encoding="utf-8").splitlines():
